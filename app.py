@@ -1,0 +1,55 @@
+"""Sluice: stream a language model's answer token by token from a Flask app.
+
+``create_app(config)`` applies the defaults, then the environment, then
+``config``; wires the providers, the broker and the generations; and registers
+the blueprints and the error handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from providers import Registry
+from providers.demo import DemoProvider
+from providers.ollama import OllamaProvider
+from providers.openai import OpenAIProvider
+from sluice import errors, generations, routes
+from sluice.broker.memory import MemoryBroker
+from sluice.config import load_config
+
+__all__ = ["create_app"]
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build a Sluice application.
+
+    :param config: settings that override the defaults and the environment (tests use this).
+    """
+    app = Flask(__name__)
+    app.config.update(load_config())
+    if config:
+        app.config.update(config)
+    # JSON responses keep UTF-8 text as is, like the event stream does.
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    settings = app.config
+    connect_s = settings["SLUICE_CONNECT_TIMEOUT_S"]
+    list_s = settings["SLUICE_MODELS_TIMEOUT_S"]
+    default_provider = settings["SLUICE_DEFAULT_PROVIDER"] or settings["SLUICE_DEFAULT_MODEL"].partition("/")[0]
+    registry = Registry(
+        [
+            DemoProvider(settings["SLUICE_DEMO_DELAY_MS"]),
+            OllamaProvider(settings["OLLAMA_BASE_URL"], connect_s, list_s),
+            OpenAIProvider(settings["OPENAI_API_KEY"], settings["OPENAI_BASE_URL"], connect_s, list_s),
+        ],
+        default_provider,
+    )
+    broker = MemoryBroker(ttl_s=settings["SLUICE_GENERATION_TTL_S"])
+    generations.init_app(app, registry, broker)
+    errors.init_app(app)
+    routes.register(app)
+    logging.getLogger("sluice").setLevel(logging.INFO)
+    return app

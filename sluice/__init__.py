@@ -1,0 +1,1 @@
+"""Sluice's internals: configuration, errors, events, framing, the runner and the routes."""

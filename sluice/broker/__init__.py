@@ -1,0 +1,44 @@
+"""Where a generation's events live between the runner and its listeners.
+
+The runner ``publish``es numbered events; any number of listeners ``listen``
+from any position (``after``), each at its own pace, replaying what is kept
+and then following live. The in-process ``MemoryBroker`` serves one worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from ..events import Event
+
+__all__ = ["Broker"]
+
+
+class Broker(Protocol):
+    """What every broker implements."""
+
+    def create(self, generation_id: str, model: str) -> None:
+        """Make room for a new, running generation.
+
+        :raise sluice.errors.Overloaded: no room is left.
+        """
+        ...
+
+    def publish(self, generation_id: str, event: Event) -> None:
+        """Append ``event``; a ``done`` or ``error`` event ends the generation."""
+        ...
+
+    def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[Event | None]:
+        """Yield events numbered above ``after`` until the end, ``None`` after each idle gap.
+
+        :raise sluice.errors.GenerationNotFound: unknown or expired.
+        """
+        ...
+
+    def state(self, generation_id: str) -> dict[str, Any]:
+        """``{"id", "model", "status", "events"}``.
+
+        :raise sluice.errors.GenerationNotFound: unknown or expired.
+        """
+        ...

@@ -1,0 +1,118 @@
+"""The in-process broker: events in a list per generation, one worker.
+
+Listeners never hold a reference into a shared buffer they could slow down:
+each keeps its own position, and the producer only appends and notifies.
+Finished generations are kept for ``ttl_s`` and then dropped, oldest first.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import GenerationNotFound, Overloaded
+from ..events import Event
+
+__all__ = ["MemoryBroker"]
+
+_STATUS = {"done": "done", "error": "error"}
+
+
+class _Record:
+    __slots__ = ("model", "events", "status", "ended_at", "changed")
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.events: list[Event] = []
+        self.status = "running"
+        self.ended_at: float | None = None
+        self.changed = threading.Condition(threading.Lock())
+
+
+class MemoryBroker:
+    """Generations of this worker, in memory."""
+
+    def __init__(self, ttl_s: float = 600.0, max_generations: int = 100_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_generations = max_generations
+        self._records: dict[str, _Record] = {}
+        self._ended: OrderedDict[str, float] = OrderedDict()  # id -> end time, oldest first
+        self._lock = threading.Lock()
+
+    def create(self, generation_id: str, model: str) -> None:
+        """Register a running generation, dropping expired ones first."""
+        with self._lock:
+            self._expire(time.monotonic())
+            if len(self._records) >= self.max_generations:
+                raise Overloaded()
+            self._records[generation_id] = _Record(model)
+
+    def publish(self, generation_id: str, event: Event) -> None:
+        """Append ``event`` and wake the listeners."""
+        record = self._records.get(generation_id)
+        if record is None:
+            return
+        with record.changed:
+            record.events.append(event)
+            if event.type in ("done", "error"):
+                record.status = _status_of(event)
+                record.ended_at = time.monotonic()
+                with self._lock:
+                    self._ended[generation_id] = record.ended_at
+            record.changed.notify_all()
+
+    def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[Event | None]:
+        """Replay from ``after + 1``, then follow live until the end."""
+        record = self._get(generation_id)
+        position = max(after + 1, 0)
+        while True:
+            with record.changed:
+                if position >= len(record.events) and record.ended_at is None:
+                    if not record.changed.wait(idle_s):
+                        batch = None
+                    else:
+                        batch = record.events[position:]
+                else:
+                    batch = record.events[position:]
+                ended = record.ended_at is not None
+            if batch is None:
+                yield None
+                continue
+            for event in batch:
+                yield event
+            position += len(batch)
+            if ended and position >= len(record.events):
+                return
+
+    def state(self, generation_id: str) -> dict[str, Any]:
+        """The generation's id, model, status and number of events so far."""
+        record = self._get(generation_id)
+        return {
+            "id": generation_id,
+            "model": record.model,
+            "status": record.status,
+            "events": len(record.events),
+        }
+
+    def _get(self, generation_id: str) -> _Record:
+        record = self._records.get(generation_id)
+        if record is None:
+            raise GenerationNotFound()
+        return record
+
+    def _expire(self, now: float) -> None:
+        while self._ended:
+            generation_id, ended_at = next(iter(self._ended.items()))
+            if now - ended_at < self.ttl_s:
+                break
+            del self._ended[generation_id]
+            self._records.pop(generation_id, None)
+
+
+def _status_of(event: Event) -> str:
+    if event.type == "error":
+        return "error"
+    return "cancelled" if event.data.get("finish_reason") == "cancelled" else "done"

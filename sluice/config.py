@@ -1,0 +1,91 @@
+"""Settings: the only module that reads ``os.environ``.
+
+Each setting is declared once with its default and its type; ``load_config``
+casts every value once and names the key when a value is wrong, so the rest of
+the code reads plain, typed values from ``app.config``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["SETTINGS", "ConfigError", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    # Empty strings are noise: "a,,b" and a trailing comma mean a and b.
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _optional_str(raw: str) -> str | None:
+    return raw or None
+
+
+def _non_negative(cast: Callable[[str], float]) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        value = cast(raw)
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+
+    return parse
+
+
+_float = _non_negative(float)
+_int = _non_negative(int)
+
+# name -> (default, parser). Defaults are the contract's (SPEC.md "Settings").
+SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
+    "SLUICE_DEFAULT_MODEL": ("demo/echo", str),
+    # Provider that a bare model name ("llama3") goes to; empty = the default model's provider.
+    "SLUICE_DEFAULT_PROVIDER": (None, _optional_str),
+    "SLUICE_DEMO_DELAY_MS": (30.0, _float),
+    "OLLAMA_BASE_URL": ("http://localhost:11434", str),
+    "OPENAI_API_KEY": (None, _optional_str),
+    "OPENAI_BASE_URL": (None, _optional_str),
+    "SLUICE_CONNECT_TIMEOUT_S": (5.0, _float),
+    "SLUICE_HOLD_S": (5.0, _float),
+    "SLUICE_FIRST_TOKEN_TIMEOUT_S": (60.0, _float),
+    "SLUICE_IDLE_TIMEOUT_S": (60.0, _float),
+    "SLUICE_HEARTBEAT_S": (15.0, _float),
+    "SLUICE_RETRY_MS": (3000, _int),
+    "SLUICE_MAX_BODY_BYTES": (1_048_576, _int),
+    "SLUICE_MAX_STREAMS": (10_000, _int),
+    "SLUICE_MODELS_TIMEOUT_S": (2.0, _float),
+    "SLUICE_GENERATION_TTL_S": (600.0, _float),
+}
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return every setting, cast, from its default overridden by ``environ``.
+
+    :param environ: where to read overrides; ``os.environ`` when omitted.
+    :raise ConfigError: a value does not parse; the message names the key.
+    """
+    environ = os.environ if environ is None else environ
+    config: dict[str, Any] = {}
+    for key, (default, parse) in SETTINGS.items():
+        raw = environ.get(key)
+        if raw is None:
+            config[key] = default
+            continue
+        try:
+            config[key] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{key}={raw!r}: {exc}") from None
+    return config

@@ -1,0 +1,213 @@
+"""One family of exceptions, mapped in one place to the contract's error shape.
+
+::
+
+    SluiceError                      500 internal_error
+    ├── InvalidRequest               400 invalid_request
+    ├── Unauthorized                 401 unauthorized
+    ├── ModelNotFound                404 model_not_found
+    ├── GenerationNotFound           404 generation_not_found
+    ├── PayloadTooLarge              413 payload_too_large
+    ├── UnsupportedMediaType         415 unsupported_media_type
+    ├── RateLimited (RetryAfter)     429 rate_limited
+    ├── UpstreamError                502 upstream_error
+    ├── Overloaded (RetryAfter)      503 overloaded
+    ├── UpstreamUnavailable (RA)     503 upstream_unavailable
+    ├── UpstreamTimeout              504 upstream_timeout
+    ├── GenerationLost               500 generation_lost       (in-band only)
+    └── ServerShuttingDown (RA)      503 server_shutting_down  (in-band only)
+
+Before the first byte of a response an exception becomes an HTTP status with
+``{"error": {"code", "message"}}`` (OpenAI's shape on ``/v1``); after it,
+``runner`` turns the same exception into an ``error`` event. Messages are
+always ours: never ``str()`` of a foreign exception, which may hold keys or
+URLs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+__all__ = [
+    "SluiceError",
+    "InvalidRequest",
+    "Unauthorized",
+    "ModelNotFound",
+    "GenerationNotFound",
+    "PayloadTooLarge",
+    "UnsupportedMediaType",
+    "RateLimited",
+    "UpstreamError",
+    "Overloaded",
+    "UpstreamUnavailable",
+    "UpstreamTimeout",
+    "GenerationLost",
+    "ServerShuttingDown",
+    "error_from_code",
+    "error_body",
+    "init_app",
+]
+
+log = logging.getLogger(__name__)
+
+
+class SluiceError(Exception):
+    """Base of every error Sluice reports; carries its status, code and a safe message."""
+
+    status: int = 500
+    code: str = "internal_error"
+    message: str = "Internal server error."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (``Retry-After`` for the retryable ones)."""
+        return {}
+
+
+class _RetryAfter:
+    """Mixin: the client may try again after ``retry_after`` seconds."""
+
+    retry_after: int = 1
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class InvalidRequest(SluiceError):
+    status, code, message = 400, "invalid_request", "The request is not valid."
+
+
+class Unauthorized(SluiceError):
+    status, code, message = 401, "unauthorized", "A valid API key is required."
+
+
+class ModelNotFound(SluiceError):
+    status, code, message = 404, "model_not_found", "No such model."
+
+
+class GenerationNotFound(SluiceError):
+    status, code, message = 404, "generation_not_found", "No such generation."
+
+
+class PayloadTooLarge(SluiceError):
+    status, code, message = 413, "payload_too_large", "The request body is too large."
+
+
+class UnsupportedMediaType(SluiceError):
+    status, code, message = 415, "unsupported_media_type", "The request body must be JSON."
+
+
+class RateLimited(_RetryAfter, SluiceError):
+    status, code, message = 429, "rate_limited", "Too many requests."
+
+
+class UpstreamError(SluiceError):
+    status, code, message = 502, "upstream_error", "The model provider returned an error."
+
+
+class Overloaded(_RetryAfter, SluiceError):
+    status, code, message = 503, "overloaded", "The server is at capacity; retry shortly."
+
+
+class UpstreamUnavailable(_RetryAfter, SluiceError):
+    status, code, message = 503, "upstream_unavailable", "The model provider cannot be reached."
+    retry_after = 5
+
+
+class UpstreamTimeout(SluiceError):
+    status, code, message = 504, "upstream_timeout", "The model provider did not answer in time."
+
+
+class GenerationLost(SluiceError):
+    status, code, message = 500, "generation_lost", "The worker running this generation stopped."
+
+
+class ServerShuttingDown(_RetryAfter, SluiceError):
+    status, code, message = 503, "server_shutting_down", "The server is restarting; retry."
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+_BY_CODE: dict[str, type[SluiceError]] = {c.code: c for c in _all_subclasses(SluiceError)}
+
+
+def error_from_code(code: str, message: str | None = None) -> SluiceError:
+    """Rebuild the exception behind an in-band ``error`` event (for held responses)."""
+    return _BY_CODE.get(code, SluiceError)(message)
+
+
+# OpenAI's error "type" for each of our statuses, so its SDK raises the right class.
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_body(exc: SluiceError, openai_shape: bool = False) -> dict[str, Any]:
+    """The JSON body for ``exc``: ours, or OpenAI's when ``openai_shape``."""
+    if openai_shape:
+        kind = _OPENAI_TYPES.get(exc.status, "server_error")
+        return {"error": {"message": exc.message, "type": kind, "param": None, "code": exc.code}}
+    return {"error": {"code": exc.code, "message": exc.message}}
+
+
+def error_response(exc: SluiceError) -> Response:
+    """The HTTP response for ``exc`` in the shape the current route speaks."""
+    openai_shape = request.path.startswith("/v1/")
+    response = jsonify(error_body(exc, openai_shape))
+    response.status_code = exc.status
+    response.headers.update(exc.headers)
+    return response
+
+
+# werkzeug's own errors (routing, body size, method) in the contract's codes.
+_HTTP_TO_ERROR: dict[int, type[SluiceError]] = {
+    400: InvalidRequest,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+}
+
+
+def _handle_http_exception(exc: HTTPException) -> Response:
+    if exc.code in _HTTP_TO_ERROR:
+        return error_response(_HTTP_TO_ERROR[exc.code]())
+    error = SluiceError(exc.description or exc.name)
+    error.status = exc.code or 500
+    error.code = (exc.name or "error").lower().replace(" ", "_")
+    error.message = exc.name
+    response = error_response(error)
+    if exc.code == 405 and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+def _handle_unexpected(exc: Exception) -> Response:
+    # The trace goes to the log at ERROR, never into the response.
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(SluiceError())
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers: ours by class, werkzeug's by status, anything else as 500."""
+    app.register_error_handler(SluiceError, error_response)
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(Exception, _handle_unexpected)

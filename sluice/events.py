@@ -1,0 +1,74 @@
+"""The four JSON events of a generation: ``start``, ``delta``, ``done``, ``error``.
+
+An ``Event`` is numbered by ``runner`` (its ``seq`` is the SSE ``id``) and
+serialised once, at creation, to compact JSON; every output format reuses that
+text. U+2028 and U+2029 are escaped in it, because line decoders built on
+``str.splitlines`` (httpx's among them) break lines there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from providers import Finish
+
+from .errors import SluiceError
+
+__all__ = ["Event", "dumps", "start", "delta", "done", "error", "TERMINAL"]
+
+TERMINAL = frozenset({"done", "error"})
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON with UTF-8 text kept as is, but U+2028/U+2029 escaped."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    if "\u2028" in text or "\u2029" in text:
+        text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One numbered event of a generation."""
+
+    seq: int
+    data: dict[str, Any]
+    json: str
+
+    @property
+    def type(self) -> str:
+        """``start``, ``delta``, ``done`` or ``error``."""
+        return self.data["type"]
+
+    @classmethod
+    def make(cls, seq: int, data: dict[str, Any]) -> Event:
+        """Number ``data`` and serialise it once."""
+        return cls(seq, data, dumps(data))
+
+
+def start(generation_id: str, model: str) -> dict[str, Any]:
+    """The first event: which generation and which model."""
+    return {"type": "start", "id": generation_id, "model": model}
+
+
+def delta(content: str) -> dict[str, Any]:
+    """A piece of the answer's text."""
+    return {"type": "delta", "content": content}
+
+
+def usage(finish: Finish) -> dict[str, int]:
+    """The usage object of a ``done`` event: only the counts that are known."""
+    counts = {"prompt_tokens": finish.prompt_tokens, "completion_tokens": finish.completion_tokens}
+    return {key: value for key, value in counts.items() if value is not None}
+
+
+def done(finish: Finish) -> dict[str, Any]:
+    """The successful end: finish reason and usage."""
+    return {"type": "done", "finish_reason": finish.reason, "usage": usage(finish)}
+
+
+def error(exc: SluiceError) -> dict[str, Any]:
+    """The failed end: the contract's code and our own safe message."""
+    return {"type": "error", "error": {"code": exc.code, "message": exc.message}}

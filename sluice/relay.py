@@ -1,0 +1,114 @@
+"""A generation tied to one HTTP connection: held, relayed, and stopped with it.
+
+``open_stream`` starts the generation, watches the client's socket, and holds
+the response (SPEC.md "Errors") until the first event after ``start``, a
+failure, or ``SLUICE_HOLD_S``. A failure while held is raised as the
+contract's HTTP error; otherwise the caller renders ``Relay.events()`` in its
+format. ``Relay.close`` (called by the WSGI server when the response ends or
+the client goes away) stops the watcher and cancels a generation still running,
+so the upstream is closed within the second either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from flask import current_app, request
+
+from .chat import ChatRequest
+from .errors import error_from_code
+from .events import Event
+from .generations import Generation, Generations
+from . import disconnect
+
+__all__ = ["Relay", "open_stream", "body", "collect"]
+
+
+class Relay:
+    """The events of one connection-tied generation; close it exactly when the response ends."""
+
+    def __init__(self, generations: Generations, generation: Generation, stop_watch: Callable[[], None]) -> None:
+        self.generations = generations
+        self.generation = generation
+        self._stop_watch = stop_watch
+        self.heartbeat_s: float = current_app.config["SLUICE_HEARTBEAT_S"]
+
+    def events(self) -> Iterator[Event | None]:
+        """All events from ``start``; ``None`` after each idle gap of ``SLUICE_HEARTBEAT_S``."""
+        return self.generations.broker.listen(self.generation.id, -1, self.heartbeat_s)
+
+    def close(self) -> None:
+        """Stop watching the client; cancel the generation if it still runs."""
+        self._stop_watch()
+        self.generations.cancel(self.generation.id, "disconnected")
+
+
+class _Body:
+    """A WSGI body that closes its ``Relay`` even if it was never iterated."""
+
+    def __init__(self, relay: Relay, chunks: Iterator[bytes]) -> None:
+        self.relay = relay
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.chunks
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.chunks, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.relay.close()
+
+
+def open_stream(chat: ChatRequest, environ: Mapping[str, Any] | None = None) -> Relay:
+    """Start ``chat`` tied to the current connection and hold it (see module docstring).
+
+    :raise sluice.errors.SluiceError: any failure before the first token, within the hold.
+    """
+    generations: Generations = current_app.extensions["sluice"]
+    generation = generations.start(chat)
+    stop_watch = disconnect.watch(
+        environ if environ is not None else request.environ,
+        lambda: generations.cancel(generation.id, "disconnected"),
+    )
+    relay = Relay(generations, generation, stop_watch)
+    try:
+        hold_s: float = current_app.config["SLUICE_HOLD_S"]
+        first = next(generations.broker.listen(generation.id, 0, hold_s), None)
+        if first is not None and first.type == "error":
+            error = first.data["error"]
+            raise error_from_code(error["code"], error["message"])
+    except BaseException:
+        relay.close()
+        raise
+    return relay
+
+
+def body(relay: Relay, chunks: Iterator[bytes]) -> _Body:
+    """Wrap rendered ``chunks`` so the relay is closed whenever the response ends."""
+    return _Body(relay, chunks)
+
+
+def collect(relay: Relay) -> tuple[str, Event]:
+    """Wait for the whole answer: its text and the final event.
+
+    :raise sluice.errors.SluiceError: the generation ended with an error.
+    """
+    try:
+        parts = []
+        last: Event | None = None
+        for event in relay.events():
+            if event is None:
+                continue
+            last = event
+            if event.type == "delta":
+                parts.append(event.data["content"])
+        assert last is not None
+        if last.type == "error":
+            raise error_from_code(last.data["error"]["code"], last.data["error"]["message"])
+        return "".join(parts), last
+    finally:
+        relay.close()

@@ -1,0 +1,87 @@
+"""Sluice's own streaming API: ``POST /api/chat``, ``GET /stream``, ``GET /api/models``."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from .. import formats, relay, sse
+from ..catalog import list_models
+from ..chat import ChatRequest, parse_chat, read_json
+from ..errors import InvalidRequest
+
+bp = Blueprint("chat", __name__)
+
+_FORMATS = [sse.MIMETYPE, formats.NDJSON, formats.TEXT]
+
+
+def _stream_response(chunks_for: str, chat: ChatRequest) -> Response:
+    stream = relay.open_stream(chat)
+    retry_ms = current_app.config["SLUICE_RETRY_MS"]
+    if chunks_for == formats.NDJSON:
+        chunks, mimetype = formats.ndjson_stream(stream.events()), formats.NDJSON
+    elif chunks_for == formats.TEXT:
+        chunks, mimetype = formats.text_stream(stream.events()), formats.TEXT
+    elif chunks_for == "classic":
+        chunks, mimetype = formats.classic_stream(stream.events(), retry_ms), sse.MIMETYPE
+    else:
+        chunks, mimetype = sse.json_stream(stream.events(), retry_ms), sse.MIMETYPE
+    return Response(relay.body(stream, chunks), mimetype=mimetype, headers=sse.HEADERS)
+
+
+@bp.post("/api/chat")
+def chat() -> Response:
+    """Run a chat tied to this connection: SSE, NDJSON, plain text, or one JSON object."""
+    config = current_app.config
+    body = read_json(request, config["SLUICE_MAX_BODY_BYTES"])
+    chat_request = parse_chat(body, config["SLUICE_DEFAULT_MODEL"])
+    if not chat_request.stream:
+        stream = relay.open_stream(chat_request)
+        text, last = relay.collect(stream)
+        return jsonify(
+            id=stream.generation.id,
+            model=chat_request.model,
+            message={"role": "assistant", "content": text},
+            finish_reason=last.data["finish_reason"],
+            usage=last.data["usage"],
+        )
+    wanted = request.accept_mimetypes.best_match(_FORMATS, default=sse.MIMETYPE)
+    return _stream_response(wanted or sse.MIMETYPE, chat_request)
+
+
+@bp.get("/stream")
+def classic() -> Response:
+    """The minimal form for ``EventSource`` + ``onmessage``: text ``data:`` events, then ``done``."""
+    # A reconnect (the browser sends Last-Event-ID) would re-run the prompt and pay
+    # for a second answer: 204 tells EventSource to stop instead.
+    if request.headers.get("Last-Event-ID") is not None:
+        return Response(status=204)
+    prompt = request.args.get("prompt")
+    if prompt is None or prompt == "":
+        raise InvalidRequest("Give the prompt as ?prompt=…")
+    config = current_app.config
+    if len(prompt.encode("utf-8")) > config["SLUICE_MAX_BODY_BYTES"]:
+        raise InvalidRequest("The prompt is too long.")
+    model = request.args.get("model") or config["SLUICE_DEFAULT_MODEL"]
+    chat_request = parse_chat(
+        {"model": model, "messages": [{"role": "user", "content": prompt}]},
+        config["SLUICE_DEFAULT_MODEL"],
+    )
+    return _stream_response("classic", chat_request)
+
+
+@bp.get("/api/models")
+def models() -> Response:
+    """Every provider's models; a provider that cannot be reached is reported, not fatal."""
+    registry = current_app.extensions["sluice"].registry
+    catalog = list_models(registry, current_app.config["SLUICE_MODELS_TIMEOUT_S"])
+    providers = {
+        name: {"status": "ok"} if name not in catalog.errors else {
+            "status": "unavailable",
+            "error": {"code": catalog.errors[name].code, "message": catalog.errors[name].message},
+        }
+        for name in registry.providers
+    }
+    return jsonify(
+        models=[{"id": m.id, "provider": m.provider} for m in catalog.models],
+        providers=providers,
+    )
