@@ -110,6 +110,8 @@ class OpenAIProvider:
                             yield choice.delta.content
                         if choice.finish_reason:
                             reason = _FINISH.get(choice.finish_reason, "stop")
+            except openai.APIConnectionError as exc:  # mid-stream: broken off, not unreachable
+                raise UpstreamError("The model provider's stream broke off.") from exc
             except openai.OpenAIError as exc:
                 raise map_openai_error(exc) from exc
             except Exception as exc:  # httpx transport errors surface unwrapped mid-stream

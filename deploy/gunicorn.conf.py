@@ -1,0 +1,36 @@
+"""gunicorn settings for Sluice: one gevent worker holds thousands of long streams.
+
+Use: ``gunicorn -c deploy/gunicorn.conf.py wsgi:app``. Every value can be
+overridden on the command line or with ``GUNICORN_CMD_ARGS``.
+"""
+
+import os
+import resource
+
+bind = os.environ.get("SLUICE_BIND", "127.0.0.1:8000")
+worker_class = "gevent"
+# One worker per core is the usual shape; the in-process broker serves one worker
+# (see the README on SLUICE_REDIS_URL before raising this).
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+# Each open stream is a connection: gunicorn's default of 1000 queues the rest.
+worker_connections = 10000
+# With gevent, `timeout` is the worker's heartbeat, not a request limit: streams
+# lasting many minutes are fine. A restart lets running streams finish for 30 s.
+timeout = 30
+graceful_timeout = 30
+# Longer than nginx's upstream keepalive_timeout, so gunicorn never closes first.
+keepalive = 75
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("SLUICE_LOG_LEVEL", "info")
+
+
+def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature
+    """Raise the open-file limit to the hard limit: a stream is a socket, or two with an upstream."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass

@@ -1,0 +1,186 @@
+"""A fake Ollama server speaking the wire format of ``ollama serve``.
+
+Mirrors Ollama's Go/gin server: ``POST /api/chat`` streams NDJSON
+(``application/x-ndjson``, one ``json.Marshal`` line per flushed chunk),
+errors are ``{"error":"..."}`` (``application/json; charset=utf-8``), JSON is
+compact with Go's HTML-safe escaping, and headers come in Go's order.
+See ``docs/api.md`` of github.com/ollama/ollama.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from typing import Any, ClassVar
+
+from .upstream import ChatContext, Exchange, FakeUpstream, Request
+
+__all__ = ["FakeOllama", "go_json"]
+
+_GO_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+_GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029\ud800-\udfff]")
+
+
+def go_json(obj: Any) -> bytes:
+    """Encode like Go's ``encoding/json.Marshal``: compact, raw UTF-8, HTML-safe escapes.
+
+    The escaped characters can only occur inside JSON strings, so replacing
+    them in the encoded text is safe. Lone surrogates (invalid UTF-8) become
+    U+FFFD, as in Go.
+    """
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _GO_ESCAPE_RE.sub(lambda m: _GO_ESCAPES.get(m.group(), "\ufffd"), text).encode("utf-8")
+
+
+def go_time(ns: int | None = None) -> str:
+    """Format a UTC time like Go's ``time.Time`` JSON (RFC 3339, nanoseconds, zeros trimmed)."""
+    ns = time.time_ns() if ns is None else ns
+    seconds, frac = divmod(ns, 1_000_000_000)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    fraction = f"{frac:09d}".rstrip("0")
+    return f"{base}.{fraction}Z" if fraction else f"{base}Z"
+
+
+def _full_name(name: str) -> str:
+    """Ollama's canonical model name: a missing tag means ``latest``."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+class FakeOllama(FakeUpstream):
+    """Fake ``ollama serve``; :attr:`url` is ``http://127.0.0.1:PORT``."""
+
+    chat_path: ClassVar[str] = "/api/chat"
+    url_suffix: ClassVar[str] = ""
+    default_models: ClassVar[list[str]] = ["llama3", "mistral"]
+    stream_content_type: ClassVar[str] = "application/x-ndjson"
+    version: ClassVar[str] = "0.6.8"
+
+    _JSON = "application/json; charset=utf-8"
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _send_json(self, ex: Exchange, status: int, obj: Any) -> None:
+        ex.send(status, self._JSON, go_json(obj))
+
+    def send_error(self, ex: Exchange, status: int, message: str) -> None:
+        """gin's ``c.JSON(status, gin.H{"error": message})``."""
+        self._send_json(ex, status, {"error": message})
+
+    def _known(self, model: str) -> bool:
+        wanted = _full_name(model)
+        return any(_full_name(m) == wanted for m in self.models)
+
+    # -- chat hooks --------------------------------------------------------------
+
+    def reject(self, ex: Exchange, request: Request, raw: bytes, body: dict[str, Any] | None) -> bool:
+        if body is None:
+            self.send_error(ex, 400, "missing request body" if not raw.strip() else "invalid request body")
+            return True
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            self.send_error(ex, 400, "model is required")
+            return True
+        if not self._known(model):
+            # Go's %q quoting, as in Ollama's ChatHandler.
+            self.send_error(ex, 404, f"model {json.dumps(model, ensure_ascii=False)} not found, try pulling it first")
+            return True
+        return False
+
+    def token_limit(self, body: dict[str, Any]) -> int | None:
+        options = body.get("options")
+        limit = options.get("num_predict") if isinstance(options, dict) else None
+        # -1 (infinite) and -2 (fill context) are not limits.
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
+            return limit
+        return None
+
+    def wants_stream(self, body: dict[str, Any]) -> bool:
+        return body.get("stream") is not False  # Ollama streams unless told otherwise
+
+    def _message_line(self, ctx: ChatContext, content: str) -> dict[str, Any]:
+        return {
+            "model": ctx.model,
+            "created_at": go_time(),
+            "message": {"role": "assistant", "content": content},
+            "done": False,
+        }
+
+    def _done_fields(self, ctx: ChatContext) -> dict[str, Any]:
+        """``done_reason``, ``done`` and the Metrics fields (omitempty, like Go)."""
+        elapsed_ns = max(int((time.monotonic() - ctx.started) * 1e9), 1)
+        load_ns = max(int(ctx.script.headers_delay_s * 1e9), 1)
+        metrics = {
+            "total_duration": elapsed_ns + load_ns,
+            "load_duration": load_ns,
+            "prompt_eval_count": ctx.script.prompt_tokens,
+            "prompt_eval_duration": 1_000_000,
+            "eval_count": ctx.sent,
+            "eval_duration": elapsed_ns,
+        }
+        return {
+            "done_reason": ctx.done_reason,
+            "done": True,
+            **{k: v for k, v in metrics.items() if v},
+        }
+
+    def token_frames(self, ctx: ChatContext, index: int, token: str) -> list[bytes]:
+        return [go_json(self._message_line(ctx, token)) + b"\n"]
+
+    def final_frames(self, ctx: ChatContext) -> list[bytes]:
+        line = self._message_line(ctx, "")
+        del line["done"]  # re-added after done_reason, in ChatResponse's field order
+        return [go_json({**line, **self._done_fields(ctx)}) + b"\n"]
+
+    def error_frame(self, ctx: ChatContext, message: str) -> bytes:
+        return go_json({"error": message}) + b"\n"
+
+    def send_complete(self, ex: Exchange, ctx: ChatContext) -> None:
+        line = self._message_line(ctx, "".join(ctx.tokens))
+        del line["done"]
+        self._send_json(ex, 200, {**line, **self._done_fields(ctx)})
+
+    # -- other endpoints -----------------------------------------------------------
+
+    def _tags(self) -> dict[str, Any]:
+        models = []
+        for name in self.models:
+            full = _full_name(name)
+            family = re.match(r"[a-z]*", full).group() or "llama"  # type: ignore[union-attr]
+            models.append(
+                {
+                    "name": full,
+                    "model": full,
+                    "modified_at": "2024-05-01T12:00:00.123456789Z",
+                    "size": 4_661_224_676,
+                    "digest": hashlib.sha256(full.encode()).hexdigest(),
+                    "details": {
+                        "parent_model": "",
+                        "format": "gguf",
+                        "family": family,
+                        "families": [family],
+                        "parameter_size": "8.0B",
+                        "quantization_level": "Q4_0",
+                    },
+                }
+            )
+        return {"models": models}
+
+    def handle_other(self, ex: Exchange) -> None:
+        if ex.method in ("GET", "HEAD") and ex.path == "/":
+            ex.send(200, "text/plain; charset=utf-8", b"Ollama is running")
+        elif ex.method in ("GET", "HEAD") and ex.path == "/api/tags":
+            self._send_json(ex, 200, self._tags())
+        elif ex.method in ("GET", "HEAD") and ex.path == "/api/version":
+            self._send_json(ex, 200, {"version": self.version})
+        else:
+            ex.read_body()  # keep the connection usable
+            # gin's default 404 (also for a wrong method: HandleMethodNotAllowed is off).
+            ex.send(404, "text/plain", b"404 page not found")

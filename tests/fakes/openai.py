@@ -1,0 +1,286 @@
+"""A fake OpenAI API speaking the wire format of api.openai.com.
+
+``POST /v1/chat/completions`` streams Server-Sent Events
+(``text/event-stream; charset=utf-8``, chunked, ``data: {json}\\n\\n`` with
+compact raw-UTF-8 JSON, ending with ``data: [DONE]``); non-streaming and
+error bodies are indented JSON like the real API's; errors carry
+``{"error":{"message","type","param","code"}}``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import secrets
+import string
+import time
+from typing import Any, ClassVar
+
+from .upstream import ChatContext, Exchange, FakeUpstream, Request, Script, http_date
+
+__all__ = ["FakeOpenAI"]
+
+# (type, code) of the error body OpenAI sends for a status.
+_ERROR_KINDS: dict[int, tuple[str, str | None]] = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", None),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+    500: ("server_error", None),
+}
+_ALNUM = string.ascii_letters + string.digits
+
+
+class _Default(enum.Enum):
+    """Sentinel type: "use the status's default error code"."""
+
+    DEFAULT = enum.auto()
+
+
+_DEFAULT = _Default.DEFAULT
+_KEYS_URL = "https://platform.openai.com/account/api-keys"
+
+
+def _compact(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _mask_key(key: str) -> str:
+    """Hide the middle of an API key the way OpenAI's 401 message does."""
+    return key if len(key) <= 8 else key[:3] + "*" * (len(key) - 7) + key[-4:]
+
+
+class FakeOpenAI(FakeUpstream):
+    """Fake OpenAI API; :attr:`url` is ``http://127.0.0.1:PORT/v1`` (an SDK ``base_url``).
+
+    With ``api_key`` set, requests without ``Authorization: Bearer <api_key>``
+    get OpenAI's 401; with the default ``None`` any key is accepted.
+    """
+
+    chat_path: ClassVar[str] = "/v1/chat/completions"
+    url_suffix: ClassVar[str] = "/v1"
+    default_models: ClassVar[list[str]] = ["gpt-4o-mini", "gpt-4o"]
+    stream_content_type: ClassVar[str] = "text/event-stream; charset=utf-8"
+
+    def __init__(
+        self,
+        models: list[str] | None = None,
+        default: Script | None = None,
+        *,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.api_key = api_key
+        super().__init__(models, default, host=host)
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def response_headers(
+        self, ex: Exchange, status: int, content_type: str, length: int | None
+    ) -> list[tuple[str, str]]:
+        framing = ("Content-Length", str(length)) if length is not None else ("Transfer-Encoding", "chunked")
+        return [
+            ("Date", http_date()),
+            ("Content-Type", content_type),
+            framing,
+            ("Connection", "close" if ex.handler.close_connection else "keep-alive"),
+            ("access-control-expose-headers", "X-Request-ID"),
+            ("openai-organization", "user-fake"),
+            ("openai-processing-ms", "42"),
+            ("openai-version", "2020-10-01"),
+            ("x-request-id", "req_" + secrets.token_hex(16)),
+        ]
+
+    def _send_json(self, ex: Exchange, status: int, obj: Any, indent: int = 2) -> None:
+        body = json.dumps(obj, ensure_ascii=False, indent=indent).encode("utf-8") + b"\n"
+        content_type = "application/json" if status < 400 else "application/json; charset=utf-8"
+        ex.send(status, content_type, body)
+
+    def _error(
+        self,
+        ex: Exchange,
+        status: int,
+        message: str,
+        *,
+        code: str | None | _Default = _DEFAULT,
+        param: str | None = None,
+    ) -> None:
+        """Send OpenAI's error body; ``type``/``code`` follow ``status`` unless ``code`` is given."""
+        type_, default_code = _ERROR_KINDS.get(
+            status, ("server_error" if status >= 500 else "invalid_request_error", None)
+        )
+        error = {
+            "message": message,
+            "type": type_,
+            "param": param,
+            "code": default_code if isinstance(code, _Default) else code,
+        }
+        self._send_json(ex, status, {"error": error}, indent=4)  # OpenAI's errors use 4 spaces
+
+    def send_error(self, ex: Exchange, status: int, message: str) -> None:
+        self._error(ex, status, message)
+
+    def _authorized(self, ex: Exchange) -> bool:
+        """Answer 401 like OpenAI unless the request carries the configured key."""
+        if self.api_key is None:
+            return True
+        auth = ex.headers.get("authorization", "")
+        if not auth:
+            self._error(
+                ex,
+                401,
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), "
+                "or as the basic auth username and password (i.e. -u YOUR_KEY:). "
+                f"You can obtain an API key from {_KEYS_URL}.",
+                code=None,
+            )
+            return False
+        key = auth[len("Bearer ") :] if auth.startswith("Bearer ") else auth
+        if key != self.api_key:
+            self._error(
+                ex,
+                401,
+                f"Incorrect API key provided: {_mask_key(key)}. You can find your API key at {_KEYS_URL}.",
+                code="invalid_api_key",
+            )
+            return False
+        return True
+
+    # -- chat hooks --------------------------------------------------------------
+
+    def reject(self, ex: Exchange, request: Request, raw: bytes, body: dict[str, Any] | None) -> bool:
+        if not self._authorized(ex):
+            return True
+        if body is None:
+            self._error(
+                ex,
+                400,
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+                "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+                "sent was not valid JSON. If you have trouble figuring out how to fix this, please "
+                "contact us through our help center at help.openai.com.)",
+                code=None,
+            )
+            return True
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            self._error(ex, 400, "you must provide a model parameter")
+            return True
+        if "messages" not in body:
+            self._error(
+                ex,
+                400,
+                "Missing required parameter: 'messages'.",
+                code="missing_required_parameter",
+                param="messages",
+            )
+            return True
+        if model not in self.models:
+            self._model_not_found(ex, model)
+            return True
+        return False
+
+    def _model_not_found(self, ex: Exchange, model: str) -> None:
+        self._error(
+            ex,
+            404,
+            f"The model `{model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+        )
+
+    def token_limit(self, body: dict[str, Any]) -> int | None:
+        for key in ("max_completion_tokens", "max_tokens"):
+            limit = body.get(key)
+            if isinstance(limit, int) and not isinstance(limit, bool):
+                return limit
+        return None
+
+    def wants_stream(self, body: dict[str, Any]) -> bool:
+        return body.get("stream") is True
+
+    def _ids(self, ctx: ChatContext) -> dict[str, Any]:
+        """The id/object/created/model/system_fingerprint head shared by a response's chunks."""
+        if not ctx.extra:
+            ctx.extra.update(
+                id="chatcmpl-" + "".join(secrets.choice(_ALNUM) for _ in range(29)),
+                created=int(time.time()),
+                system_fingerprint="fp_" + secrets.token_hex(5),
+            )
+            options = ctx.request.body.get("stream_options")
+            ctx.extra["include_usage"] = isinstance(options, dict) and options.get("include_usage") is True
+        return {
+            "id": ctx.extra["id"],
+            "object": "chat.completion.chunk" if ctx.stream else "chat.completion",
+            "created": ctx.extra["created"],
+            "model": ctx.model,
+            "system_fingerprint": ctx.extra["system_fingerprint"],
+        }
+
+    def _chunk(self, ctx: ChatContext, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        chunk: dict[str, Any] = {
+            **self._ids(ctx),
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
+        if ctx.extra["include_usage"]:
+            chunk["usage"] = None
+        return self._event(chunk)
+
+    @staticmethod
+    def _event(obj: Any) -> bytes:
+        return b"data: " + _compact(obj) + b"\n\n"
+
+    def _role_chunk(self, ctx: ChatContext) -> bytes:
+        return self._chunk(ctx, {"role": "assistant", "content": "", "refusal": None})
+
+    def _usage(self, ctx: ChatContext) -> dict[str, int]:
+        prompt = ctx.script.prompt_tokens
+        return {"prompt_tokens": prompt, "completion_tokens": ctx.sent, "total_tokens": prompt + ctx.sent}
+
+    def token_frames(self, ctx: ChatContext, index: int, token: str) -> list[bytes]:
+        frame = self._chunk(ctx, {"content": token})
+        # The role chunk travels with the first token (it is not sent before the first-token delay).
+        return [self._role_chunk(ctx), frame] if index == 0 else [frame]
+
+    def final_frames(self, ctx: ChatContext) -> list[bytes]:
+        frames = [self._role_chunk(ctx)] if ctx.sent == 0 else []
+        frames.append(self._chunk(ctx, {}, ctx.done_reason))
+        if ctx.extra["include_usage"]:
+            frames.append(self._event({**self._ids(ctx), "choices": [], "usage": self._usage(ctx)}))
+        frames.append(b"data: [DONE]\n\n")
+        return frames
+
+    def error_frame(self, ctx: ChatContext, message: str) -> bytes:
+        return self._event({"error": {"message": message, "type": "server_error", "param": None, "code": None}})
+
+    def send_complete(self, ex: Exchange, ctx: ChatContext) -> None:
+        message = {"role": "assistant", "content": "".join(ctx.tokens), "refusal": None}
+        body = {
+            **self._ids(ctx),
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": ctx.done_reason}],
+            "usage": self._usage(ctx),
+        }
+        # Real non-streaming responses put system_fingerprint last.
+        body["system_fingerprint"] = body.pop("system_fingerprint")
+        self._send_json(ex, 200, body)
+
+    # -- other endpoints -----------------------------------------------------------
+
+    def _model(self, name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 1_715_367_049, "owned_by": "system"}
+
+    def handle_other(self, ex: Exchange) -> None:
+        ex.read_body()  # keep the connection usable
+        if ex.path.startswith("/v1/") and not self._authorized(ex):
+            return
+        if ex.method == "GET" and ex.path == "/v1/models":
+            self._send_json(ex, 200, {"object": "list", "data": [self._model(m) for m in self.models]})
+        elif ex.method == "GET" and ex.path.startswith("/v1/models/"):
+            name = ex.path[len("/v1/models/") :]
+            if name in self.models:
+                self._send_json(ex, 200, self._model(name))
+            else:
+                self._model_not_found(ex, name)
+        else:
+            self._error(ex, 404, f"Invalid URL ({ex.method} {ex.path})", code=None)

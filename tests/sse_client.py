@@ -1,0 +1,35 @@
+"""Read Sluice's streams with a parser that is not Sluice's own (httpx-sse)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent
+
+__all__ = ["open_events", "read_events", "text_of"]
+
+
+@contextmanager
+def open_events(url: str, body: dict[str, Any], timeout: float = 30.0, **kwargs: Any) -> Iterator[tuple[httpx.Response, Iterator[ServerSentEvent]]]:
+    """POST ``body`` to ``url`` and yield the response and its SSE events, as they arrive."""
+    with httpx.Client(timeout=timeout) as client:
+        with client.stream("POST", url, json=body, **kwargs) as response:
+            # A block with no data (the opening "retry:") dispatches no event in browsers.
+            yield response, (e for e in EventSource(response).iter_sse() if e.data)
+
+
+def read_events(url: str, body: dict[str, Any], **kwargs: Any) -> list[dict[str, Any]]:
+    """The whole stream as ``[{"seq": int (the SSE id), **data}]``; asserts a 200 SSE response."""
+    with open_events(url, body, **kwargs) as (response, events):
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return [{"seq": int(e.id), **json.loads(e.data)} for e in events]
+
+
+def text_of(events: list[dict[str, Any]]) -> str:
+    """The answer's text from a list of events."""
+    return "".join(e["content"] for e in events if e["type"] == "delta")
