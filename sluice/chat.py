@@ -18,8 +18,6 @@ from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 __all__ = ["Message", "ChatRequest", "read_json", "parse_chat", "ROLES"]
 
 ROLES = frozenset({"system", "user", "assistant"})
-# Deeper JSON than this is refused before it can cost recursion or memory.
-_MAX_DEPTH = 32
 _MAX_MESSAGES = 10_000
 
 
@@ -50,34 +48,12 @@ class ChatRequest:
         return ""
 
 
-def _depth(raw: bytes) -> int:
-    """Deepest bracket nesting of a JSON text (strings skipped), without parsing it."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return deepest
-
-
 def read_json(request: Request, max_bytes: int) -> Any:
     """Read and decode a JSON request body within the contract's limits.
 
     :raise UnsupportedMediaType: the body is declared as something other than JSON.
     :raise PayloadTooLarge: the body is longer than ``max_bytes``.
-    :raise InvalidRequest: the body is not valid UTF-8 JSON or nests too deep.
+    :raise InvalidRequest: the body is not valid UTF-8 JSON or nests too deeply.
     """
     mimetype = request.mimetype
     if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
@@ -94,12 +70,13 @@ def read_json(request: Request, max_bytes: int) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidRequest("The request body is not valid UTF-8.") from None
-    if _depth(raw) > _MAX_DEPTH:
-        raise InvalidRequest(f"The JSON body nests deeper than {_MAX_DEPTH} levels.")
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except ValueError:
         raise InvalidRequest("The request body is not valid JSON.") from None
+    except RecursionError:
+        # The C decoder counts its depth against the recursion limit and stops cleanly.
+        raise InvalidRequest("The JSON body nests too deeply.") from None
 
 
 def _reject_constant(name: str) -> Any:

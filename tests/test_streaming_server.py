@@ -250,3 +250,16 @@ def test_bad_input_does_not_disturb_a_concurrent_stream(server, fake_ollama):
     events = first + rest
     assert "".join(e.get("content", "") for e in events) == "".join(f"{i} " for i in range(30))
     assert events[-1]["type"] == "done"
+
+
+def test_over_max_streams_is_503_overloaded_and_the_slot_comes_back(start_server, fake_ollama):
+    srv = start_server(SLUICE_MAX_STREAMS="1", SLUICE_HOLD_S="0.1")
+    fake_ollama.push(Script(hang_after=0))
+    with open_events(srv.url + "/api/chat", chat("ollama/llama3")) as (response, events):
+        assert json.loads(next(events).data)["type"] == "start"
+        r = requests.post(srv.url + "/api/chat", json=chat("demo/echo"), timeout=10)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"
+        assert r.headers["Retry-After"]
+    fake_ollama.wait_disconnect(2.0)
+    srv.wait_idle()
+    assert text_of(read_events(srv.url + "/api/chat", chat("demo/echo", "again"))) == answer("again")
