@@ -47,7 +47,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         ],
         default_provider,
     )
-    broker = MemoryBroker(ttl_s=settings["SLUICE_GENERATION_TTL_S"])
+    broker = MemoryBroker(settings["SLUICE_GENERATION_TTL_S"], settings["SLUICE_MAX_GENERATIONS"])
     generations.init_app(app, registry, broker)
     errors.init_app(app)
     routes.register(app)

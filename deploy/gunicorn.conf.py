@@ -20,6 +20,9 @@ timeout = 30
 graceful_timeout = 30
 # Longer than nginx's upstream keepalive_timeout, so gunicorn never closes first.
 keepalive = 75
+# gunicorn 27's control socket sits at one fixed path per user: several Sluice
+# instances on a host (or the tests) would fight over it, and Sluice needs none.
+control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("SLUICE_LOG_LEVEL", "info")

@@ -68,6 +68,11 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "SLUICE_MAX_STREAMS": (10_000, _int),
     "SLUICE_MODELS_TIMEOUT_S": (2.0, _float),
     "SLUICE_GENERATION_TTL_S": (600.0, _float),
+    "SLUICE_DETACH_GRACE_S": (30.0, _float),
+    "SLUICE_MAX_EVENTS": (100_000, _int),
+    "SLUICE_MAX_GENERATIONS": (10_000, _int),
+    "SLUICE_SEND_TIMEOUT_S": (30.0, _float),
+    "SLUICE_WS_PING_S": (25.0, _float),
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from .tasks import gevent_active, spawn
 
-__all__ = ["watch"]
+__all__ = ["watch", "limit_send"]
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +99,19 @@ def _watch_thread(sock: socket.socket, on_gone: Callable[[], None]) -> Callable[
 
     spawn(poll)
     return stopped.set
+
+
+def limit_send(environ: Mapping[str, Any], seconds: float) -> None:
+    """Make a write to this client fail after ``seconds`` without progress.
+
+    A client that stops reading (a frozen tab, a phone gone underground) then
+    costs one blocked task for at most that long: the failed write ends the
+    response, the response's ``close`` releases the stream, and the client
+    resumes from its ``Last-Event-ID``. It never slows anyone else's stream.
+    """
+    sock = environ.get("gunicorn.socket")
+    if sock is not None and seconds > 0:
+        try:
+            sock.settimeout(seconds)
+        except OSError:
+            pass

@@ -2,8 +2,17 @@
 
 ``Generations`` lives on ``app.extensions["sluice"]``. ``start`` resolves the
 model, takes a stream slot, records the generation in the broker and spawns
-the runner; the slot is given back and the abort handle forgotten on every
-exit path of the runner (``finally``), so no counter can drift.
+the runner; the slot is given back on every exit path of the runner
+(``finally``), so no counter can drift.
+
+Two kinds of generation share that path. A *tied* one (``POST /api/chat``,
+``/stream``, ``/v1``) is cancelled when its connection goes away. A *detached*
+one (``POST /api/generations``, the WebSocket) runs on while no one listens,
+and is cancelled once no listener has been attached for
+``SLUICE_DETACH_GRACE_S``: a janitor task, running only while this worker has
+detached generations, checks that once a tick. The grace trades the two
+promises against each other: long enough to ride out a reconnect (nothing
+lost), short enough that an abandoned answer stops costing tokens.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +35,7 @@ from .errors import Overloaded, SluiceError
 from .events import Event
 from .tasks import Task, spawn
 
-__all__ = ["Generation", "Generations", "new_generation_id"]
+__all__ = ["Generation", "Generations", "new_generation_id", "init_app"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +52,7 @@ class Generation:
     id: str
     model: str
     abort: Abort
+    detached: bool = False
     task: Task | None = None
 
 
@@ -52,24 +63,29 @@ class Generations:
         self,
         registry: Registry,
         broker: Broker,
-        timeouts: runner.Timeouts,
+        limits: runner.Limits,
         max_streams: int,
+        detach_grace_s: float = 30.0,
     ) -> None:
         self.registry = registry
         self.broker = broker
-        self.timeouts = timeouts
+        self.limits = limits
         self.max_streams = max_streams
+        self.detach_grace_s = detach_grace_s
         self.running: dict[str, Generation] = {}
         self._lock = threading.Lock()
+        self._janitor: Task | None = None
 
-    def start(self, request: ChatRequest) -> Generation:
+    def start(self, request: ChatRequest, detached: bool = False) -> Generation:
         """Start ``request`` in the background.
 
+        :param detached: run on without listeners, within the detach grace.
         :raise sluice.errors.ModelNotFound: the provider is unknown.
-        :raise sluice.errors.Overloaded: this worker runs ``max_streams`` already.
+        :raise sluice.errors.Overloaded: this worker runs ``max_streams`` already,
+            or the broker has no room for another generation.
         """
         provider, model = self.registry.resolve(request.model)
-        generation = Generation(new_generation_id(), request.model, Abort())
+        generation = Generation(new_generation_id(), request.model, Abort(), detached)
         with self._lock:
             if len(self.running) >= self.max_streams:
                 raise Overloaded()
@@ -80,6 +96,8 @@ class Generations:
             self._release(generation.id)
             raise
         generation.task = spawn(self._run, generation, request, provider, model)
+        if detached:
+            self._ensure_janitor()
         return generation
 
     def _run(self, generation: Generation, request: ChatRequest, provider: Any, model: str) -> None:
@@ -87,9 +105,7 @@ class Generations:
             self.broker.publish(generation.id, event)
 
         try:
-            runner.run(
-                generation.id, request, provider, model, generation.abort, publish, self.timeouts
-            )
+            runner.run(generation.id, request, provider, model, generation.abort, publish, self.limits)
         except Exception:  # the runner maps failures itself; this is a bug, not a user error
             log.exception("runner failed for %s", generation.id)
             # Listeners must still see the one event that ends every generation.
@@ -103,12 +119,39 @@ class Generations:
             self.running.pop(generation_id, None)
 
     def cancel(self, generation_id: str, reason: str = "cancelled") -> bool:
-        """Stop a generation this worker runs; False if it runs elsewhere or ended."""
+        """Stop a generation this worker runs; False if it runs elsewhere or has ended."""
         generation = self.running.get(generation_id)
         if generation is None:
             return False
         generation.abort.abort(reason)
         return True
+
+    # -- the detach grace ------------------------------------------------------
+
+    def _ensure_janitor(self) -> None:
+        with self._lock:
+            if self._janitor is None:
+                self._janitor = spawn(self._sweep_detached)
+
+    def _sweep_detached(self) -> None:
+        """Cancel detached generations nobody has listened to for the grace period."""
+        tick = max(0.05, min(1.0, self.detach_grace_s / 4))
+        while True:
+            with self._lock:
+                detached = [g for g in self.running.values() if g.detached]
+                if not detached:
+                    self._janitor = None
+                    return
+            now = time.time()
+            for generation in detached:
+                try:
+                    idle_since = self.broker.idle_since(generation.id)
+                except SluiceError:
+                    continue
+                if idle_since is not None and now - idle_since >= self.detach_grace_s:
+                    log.info("cancelling %s: no listener for %.0fs", generation.id, now - idle_since)
+                    self.cancel(generation.id, "detached")
+            time.sleep(tick)
 
 
 def init_app(app: Flask, registry: Registry, broker: Broker) -> Generations:
@@ -117,8 +160,13 @@ def init_app(app: Flask, registry: Registry, broker: Broker) -> Generations:
     generations = Generations(
         registry,
         broker,
-        runner.Timeouts(config["SLUICE_FIRST_TOKEN_TIMEOUT_S"], config["SLUICE_IDLE_TIMEOUT_S"]),
+        runner.Limits(
+            config["SLUICE_FIRST_TOKEN_TIMEOUT_S"],
+            config["SLUICE_IDLE_TIMEOUT_S"],
+            config["SLUICE_MAX_EVENTS"],
+        ),
         config["SLUICE_MAX_STREAMS"],
+        config["SLUICE_DETACH_GRACE_S"],
     )
     app.extensions["sluice"] = generations
     return generations

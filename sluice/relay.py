@@ -14,15 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from flask import current_app, request
+from flask import Response, current_app, request
 
 from .chat import ChatRequest
 from .errors import error_from_code
 from .events import Event
 from .generations import Generation, Generations
-from . import disconnect
+from . import disconnect, sse
 
-__all__ = ["Relay", "open_stream", "body", "collect"]
+__all__ = ["Relay", "open_stream", "streaming_response", "collect"]
 
 
 class Relay:
@@ -45,11 +45,11 @@ class Relay:
 
 
 class _Body:
-    """A WSGI body that closes its ``Relay`` even if it was never iterated."""
+    """A WSGI body that calls ``on_close`` even if it was never iterated."""
 
-    def __init__(self, relay: Relay, chunks: Iterator[bytes]) -> None:
-        self.relay = relay
+    def __init__(self, chunks: Iterator[bytes], on_close: Callable[[], None]) -> None:
         self.chunks = chunks
+        self.on_close = on_close
 
     def __iter__(self) -> Iterator[bytes]:
         return self.chunks
@@ -60,7 +60,13 @@ class _Body:
             if close is not None:
                 close()
         finally:
-            self.relay.close()
+            self.on_close()
+
+
+def streaming_response(chunks: Iterator[bytes], mimetype: str, on_close: Callable[[], None]) -> Response:
+    """A streamed response with the stream headers; ``on_close`` runs whenever it ends."""
+    disconnect.limit_send(request.environ, current_app.config["SLUICE_SEND_TIMEOUT_S"])
+    return Response(_Body(chunks, on_close), mimetype=mimetype, headers=sse.HEADERS)
 
 
 def open_stream(chat: ChatRequest, environ: Mapping[str, Any] | None = None) -> Relay:
@@ -85,11 +91,6 @@ def open_stream(chat: ChatRequest, environ: Mapping[str, Any] | None = None) -> 
         relay.close()
         raise
     return relay
-
-
-def body(relay: Relay, chunks: Iterator[bytes]) -> _Body:
-    """Wrap rendered ``chunks`` so the relay is closed whenever the response ends."""
-    return _Body(relay, chunks)
 
 
 def collect(relay: Relay) -> tuple[str, Event]:

@@ -32,7 +32,7 @@ from .errors import SluiceError, UpstreamError, UpstreamTimeout
 from .events import Event
 from .tasks import spawn
 
-__all__ = ["Timeouts", "run"]
+__all__ = ["Limits", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,14 @@ _PIECE, _FINISH, _FAIL, _ABORTED = range(4)
 
 
 @dataclass(frozen=True, slots=True)
-class Timeouts:
-    """Deadlines the runner enforces for every provider."""
+class Limits:
+    """Deadlines and bounds the runner enforces for every provider."""
 
     first_token_s: float = 60.0
     idle_s: float = 60.0
+    # Events kept per generation, the final one included; past it the answer
+    # ends with finish_reason "length", so one runaway model cannot fill memory.
+    max_events: int = 100_000
 
 
 def _pump(
@@ -74,7 +77,7 @@ def run(
     model: str,
     abort: Abort,
     publish: Callable[[Event], None],
-    timeouts: Timeouts,
+    limits: Limits,
 ) -> Event:
     """Run one generation to its end, publishing every event; return the last one.
 
@@ -102,7 +105,7 @@ def run(
     abort.on_abort(pump.kill)
 
     pieces = 0
-    deadline = time.monotonic() + timeouts.first_token_s
+    deadline = time.monotonic() + limits.first_token_s
     try:
         while True:
             try:
@@ -114,8 +117,10 @@ def run(
                 kind = _ABORTED
             if kind == _PIECE:
                 pieces += 1
-                deadline = time.monotonic() + timeouts.idle_s
+                deadline = time.monotonic() + limits.idle_s
                 emit(events.delta(value))
+                if seq >= limits.max_events - 1:  # room for the final event only
+                    abort.abort("length")
             elif kind == _FINISH:
                 return emit(events.done(value))
             elif kind == _FAIL:
@@ -130,8 +135,9 @@ def run(
 def _emit_aborted(emit: Callable[[dict], Event], reason: str | None, pieces: int) -> Event:
     if reason == "timeout":
         return emit(events.error(UpstreamTimeout()))
-    # cancelled, disconnected: the usage so far, as far as it is known.
-    return emit(events.done(Finish("cancelled", None, pieces)))
+    # length (too many events), cancelled, disconnected, detached: the usage so far.
+    finish_reason = "length" if reason == "length" else "cancelled"
+    return emit(events.done(Finish(finish_reason, None, pieces)))
 
 
 def _as_error(exc: BaseException) -> SluiceError:

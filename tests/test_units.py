@@ -15,7 +15,7 @@ from sluice.chat import ChatRequest, Message
 from sluice.config import ConfigError, load_config
 from sluice.errors import GenerationNotFound, ModelNotFound, UpstreamError
 from sluice.events import Event
-from sluice.runner import Timeouts, run
+from sluice.runner import Limits, run
 
 
 def chat(text: str, max_tokens: int | None = None) -> ChatRequest:
@@ -197,7 +197,7 @@ class _Scripted:
         return Finish("stop", 1, 2)
 
 
-def _run(steps, timeouts=Timeouts(5, 5)) -> list[Event]:
+def _run(steps, timeouts=Limits(5, 5)) -> list[Event]:
     published: list[Event] = []
     run("gen_x", chat("q"), _Scripted(steps), "x", Abort(), published.append, timeouts)
     return published
@@ -217,8 +217,8 @@ def test_runner_maps_failures_to_one_error_event_without_their_text():
 
 
 def test_runner_first_token_and_idle_timeouts():
-    assert _run(["hang"], Timeouts(0.05, 5))[-1].data["error"]["code"] == "upstream_timeout"
-    out = _run(["a", "hang"], Timeouts(5, 0.05))
+    assert _run(["hang"], Limits(0.05, 5))[-1].data["error"]["code"] == "upstream_timeout"
+    out = _run(["a", "hang"], Limits(5, 0.05))
     assert [e.type for e in out] == ["start", "delta", "error"]
     assert out[-1].data["error"]["code"] == "upstream_timeout"
 
@@ -227,7 +227,7 @@ def test_runner_cancel_ends_with_done_cancelled_and_usage_so_far():
     abort = Abort()
     published: list[Event] = []
     provider = _Scripted(["a", "hang"])
-    thread = threading.Thread(target=run, args=("g", chat("q"), provider, "x", abort, published.append, Timeouts(5, 5)))
+    thread = threading.Thread(target=run, args=("g", chat("q"), provider, "x", abort, published.append, Limits(5, 5)))
     thread.start()
     from tests.conftest import wait_until
 
@@ -235,3 +235,8 @@ def test_runner_cancel_ends_with_done_cancelled_and_usage_so_far():
     abort.abort("cancelled")
     thread.join(5)
     assert published[-1].data == {"type": "done", "finish_reason": "cancelled", "usage": {"completion_tokens": 1}}
+
+
+def test_runner_bounds_events_per_generation():
+    out = _run(["a"] * 50, Limits(5, 5, max_events=10))
+    assert len(out) == 10 and out[-1].data["finish_reason"] == "length"

@@ -36,6 +36,25 @@ class Broker(Protocol):
         """
         ...
 
+    def attach(self, generation_id: str) -> None:
+        """Count a listener in (the detach grace is paused while one listens)."""
+        ...
+
+    def detach(self, generation_id: str) -> None:
+        """Count a listener out."""
+        ...
+
+    def idle_since(self, generation_id: str) -> float | None:
+        """``time.time()`` when the last listener left (wall clock: hosts share it); None while one listens."""
+        ...
+
+    def request_cancel(self, generation_id: str) -> bool:
+        """Ask whichever worker runs the generation to cancel it; True if the request went out.
+
+        :raise sluice.errors.GenerationNotFound: unknown or expired.
+        """
+        ...
+
     def state(self, generation_id: str) -> dict[str, Any]:
         """``{"id", "model", "status", "events"}``.
 

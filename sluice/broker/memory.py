@@ -22,7 +22,7 @@ _STATUS = {"done": "done", "error": "error"}
 
 
 class _Record:
-    __slots__ = ("model", "events", "status", "ended_at", "changed")
+    __slots__ = ("model", "events", "status", "ended_at", "changed", "listeners", "idle_since")
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -30,12 +30,14 @@ class _Record:
         self.status = "running"
         self.ended_at: float | None = None
         self.changed = threading.Condition(threading.Lock())
+        self.listeners = 0
+        self.idle_since: float | None = time.time()
 
 
 class MemoryBroker:
     """Generations of this worker, in memory."""
 
-    def __init__(self, ttl_s: float = 600.0, max_generations: int = 100_000) -> None:
+    def __init__(self, ttl_s: float = 600.0, max_generations: int = 10_000) -> None:
         self.ttl_s = ttl_s
         self.max_generations = max_generations
         self._records: dict[str, _Record] = {}
@@ -43,12 +45,44 @@ class MemoryBroker:
         self._lock = threading.Lock()
 
     def create(self, generation_id: str, model: str) -> None:
-        """Register a running generation, dropping expired ones first."""
+        """Register a running generation; past the bound the oldest finished ones go first.
+
+        :raise Overloaded: every generation kept is still running.
+        """
         with self._lock:
             self._expire(time.monotonic())
+            while len(self._records) >= self.max_generations and self._ended:
+                oldest, _ = self._ended.popitem(last=False)
+                self._records.pop(oldest, None)
             if len(self._records) >= self.max_generations:
                 raise Overloaded()
             self._records[generation_id] = _Record(model)
+
+    def attach(self, generation_id: str) -> None:
+        """Count a listener in."""
+        record = self._get(generation_id)
+        with record.changed:
+            record.listeners += 1
+            record.idle_since = None
+
+    def detach(self, generation_id: str) -> None:
+        """Count a listener out; the last one out starts the idle clock."""
+        record = self._records.get(generation_id)
+        if record is None:
+            return
+        with record.changed:
+            record.listeners = max(0, record.listeners - 1)
+            if record.listeners == 0:
+                record.idle_since = time.time()
+
+    def idle_since(self, generation_id: str) -> float | None:
+        """When the last listener left (``time.time()``), or None while one listens."""
+        return self._get(generation_id).idle_since
+
+    def request_cancel(self, generation_id: str) -> bool:
+        """Ask the worker running it to cancel; in one process that worker is the caller."""
+        self._get(generation_id)
+        return False
 
     def publish(self, generation_id: str, event: Event) -> None:
         """Append ``event`` and wake the listeners."""

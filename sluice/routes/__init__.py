@@ -9,7 +9,8 @@ __all__ = ["register"]
 
 def register(app: Flask) -> None:
     """Register every blueprint on ``app``."""
-    from . import chat, health, openai_compat, pages
+    from . import chat, generations, health, openai_compat, pages, ws
 
-    for module in (pages, chat, openai_compat, health):
+    ws.init_app(app)
+    for module in (pages, chat, generations, openai_compat, health, ws):
         app.register_blueprint(module.bp)

@@ -25,7 +25,7 @@ def _stream_response(chunks_for: str, chat: ChatRequest) -> Response:
         chunks, mimetype = formats.classic_stream(stream.events(), retry_ms), sse.MIMETYPE
     else:
         chunks, mimetype = sse.json_stream(stream.events(), retry_ms), sse.MIMETYPE
-    return Response(relay.body(stream, chunks), mimetype=mimetype, headers=sse.HEADERS)
+    return relay.streaming_response(chunks, mimetype, stream.close)
 
 
 @bp.post("/api/chat")

@@ -116,7 +116,7 @@ def chat_completions() -> Response:
     }
     if chat.stream:
         chunks = _chunks(stream.events(), base, include_usage)
-        return Response(relay.body(stream, chunks), mimetype=sse.MIMETYPE, headers=sse.HEADERS)
+        return relay.streaming_response(chunks, sse.MIMETYPE, stream.close)
     text, last = relay.collect(stream)
     return jsonify(
         {
