@@ -20,6 +20,7 @@ from providers.openai import OpenAIProvider
 from sluice import errors, generations, routes
 from sluice.broker.memory import MemoryBroker
 from sluice.config import load_config
+from sluice.events import JSONProvider
 
 __all__ = ["create_app"]
 
@@ -30,11 +31,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     :param config: settings that override the defaults and the environment (tests use this).
     """
     app = Flask(__name__)
+    # UTF-8 kept, line separators escaped: the same JSON as the event stream.
+    app.json = JSONProvider(app)
     app.config.update(load_config())
     if config:
         app.config.update(config)
-    # JSON responses keep UTF-8 text as is, like the event stream does.
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
     settings = app.config
     connect_s = settings["SLUICE_CONNECT_TIMEOUT_S"]
     list_s = settings["SLUICE_MODELS_TIMEOUT_S"]

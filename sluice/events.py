@@ -2,8 +2,10 @@
 
 An ``Event`` is numbered by ``runner`` (its ``seq`` is the SSE ``id``) and
 serialised once, at creation, to compact JSON; every output format reuses that
-text. U+2028 and U+2029 are escaped in it, because line decoders built on
-``str.splitlines`` (httpx's among them) break lines there.
+text. U+2028, U+2029 and U+0085 are escaped in it (and in every JSON response,
+through ``JSONProvider``), because line decoders built on ``str.splitlines``
+(httpx's among them) break lines there; JSON itself escapes the other
+characters ``splitlines`` breaks on, which are all below U+0020.
 """
 
 from __future__ import annotations
@@ -12,21 +14,39 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from flask.json.provider import DefaultJSONProvider
+
 from providers import Finish
 
 from .errors import SluiceError
 
-__all__ = ["Event", "dumps", "start", "delta", "done", "error", "TERMINAL"]
+__all__ = ["Event", "JSONProvider", "dumps", "escape_line_separators", "start", "delta", "done", "error", "TERMINAL"]
 
 TERMINAL = frozenset({"done", "error"})
 
 
-def dumps(obj: Any) -> str:
-    """Compact JSON with UTF-8 text kept as is, but U+2028/U+2029 escaped."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    if "\u2028" in text or "\u2029" in text:
-        text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+_LINE_SEPARATORS = {0x2028: "\\u2028", 0x2029: "\\u2029", 0x85: "\\u0085"}
+
+
+def escape_line_separators(text: str) -> str:
+    """Escape the characters ``str.splitlines`` breaks on that JSON leaves raw."""
+    if "\u2028" in text or "\u2029" in text or "\x85" in text:
+        return text.translate(_LINE_SEPARATORS)
     return text
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON with UTF-8 text kept as is, line separators escaped."""
+    return escape_line_separators(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, UTF-8 kept, with the same escaping as the event stream."""
+
+    ensure_ascii = False
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return escape_line_separators(super().dumps(obj, **kwargs))
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,15 +14,16 @@ __all__ = ["open_events", "read_events", "text_of"]
 
 
 @contextmanager
-def open_events(url: str, body: dict[str, Any], timeout: float = 30.0, **kwargs: Any) -> Iterator[tuple[httpx.Response, Iterator[ServerSentEvent]]]:
-    """POST ``body`` to ``url`` and yield the response and its SSE events, as they arrive."""
+def open_events(url: str, body: dict[str, Any] | None = None, timeout: float = 30.0, **kwargs: Any) -> Iterator[tuple[httpx.Response, Iterator[ServerSentEvent]]]:
+    """POST ``body`` to ``url`` (GET without a body) and yield the response and its SSE events, as they arrive."""
+    method = "GET" if body is None else "POST"
     with httpx.Client(timeout=timeout) as client:
-        with client.stream("POST", url, json=body, **kwargs) as response:
+        with client.stream(method, url, json=body, **kwargs) as response:
             # A block with no data (the opening "retry:") dispatches no event in browsers.
             yield response, (e for e in EventSource(response).iter_sse() if e.data)
 
 
-def read_events(url: str, body: dict[str, Any], **kwargs: Any) -> list[dict[str, Any]]:
+def read_events(url: str, body: dict[str, Any] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
     """The whole stream as ``[{"seq": int (the SSE id), **data}]``; asserts a 200 SSE response."""
     with open_events(url, body, **kwargs) as (response, events):
         assert response.status_code == 200, response.read()
