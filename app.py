@@ -18,7 +18,9 @@ from providers.demo import DemoProvider
 from providers.ollama import OllamaProvider
 from providers.openai import OpenAIProvider
 from sluice import errors, generations, routes
+from sluice.broker import Broker
 from sluice.broker.memory import MemoryBroker
+from sluice.broker.redis_broker import RedisBroker
 from sluice.config import load_config
 from sluice.events import JSONProvider
 
@@ -48,7 +50,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         ],
         default_provider,
     )
-    broker = MemoryBroker(settings["SLUICE_GENERATION_TTL_S"], settings["SLUICE_MAX_GENERATIONS"])
+    broker: Broker
+    if settings["SLUICE_REDIS_URL"]:
+        broker = RedisBroker(
+            settings["SLUICE_REDIS_URL"],
+            settings["SLUICE_GENERATION_TTL_S"],
+            settings["SLUICE_MAX_GENERATIONS"],
+            settings["SLUICE_LEASE_S"],
+        )
+    else:
+        broker = MemoryBroker(settings["SLUICE_GENERATION_TTL_S"], settings["SLUICE_MAX_GENERATIONS"])
     generations.init_app(app, registry, broker)
     errors.init_app(app)
     routes.register(app)

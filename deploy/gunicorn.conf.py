@@ -28,8 +28,18 @@ errorlog = "-"
 loglevel = os.environ.get("SLUICE_LOG_LEVEL", "info")
 
 
-def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature
-    """Raise the open-file limit to the hard limit: a stream is a socket, or two with an upstream."""
+def on_starting(server):
+    """Refuse a setup that would lose generations; raise the open-file limit.
+
+    Without ``SLUICE_REDIS_URL`` each worker keeps its generations in memory, so
+    a resume or a cancel that lands on another worker would find nothing.
+    """
+    if server.cfg.workers > 1 and not os.environ.get("SLUICE_REDIS_URL"):
+        raise SystemExit(
+            f"Sluice: {server.cfg.workers} workers need SLUICE_REDIS_URL (generations are "
+            "per-worker without it); set it, or run one worker."
+        )
+    # A stream is a socket, or two with an upstream.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
         target = 1_048_576 if hard == resource.RLIM_INFINITY else hard

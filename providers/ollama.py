@@ -119,7 +119,8 @@ class OllamaProvider:
                 for line in iter_lines(response.iter_content(chunk_size=None)):
                     part = _parse(line)
                     if "error" in part:
-                        log.warning("ollama error mid-stream: %.200s", part.get("error"))
+                        log.warning("ollama sent an error line mid-stream")
+                        log.debug("ollama's error line: %.200s", part.get("error"))
                         raise UpstreamError()
                     content = (part.get("message") or {}).get("content") or ""
                     if content:
@@ -161,16 +162,9 @@ def _raise_for_status(response: requests.Response, model: str) -> None:
         raise ModelNotFound(f"The model 'ollama/{model}' is not available on the Ollama server.")
     if status in (429, 503):
         raise UpstreamUnavailable()
-    raise UpstreamError(_upstream_message(response, status))
-
-
-def _upstream_message(response: requests.Response, status: int) -> str:
-    # Ollama's own words help (e.g. "model requires more memory") and hold no secret,
-    # but they are length-capped and logged rather than trusted blindly.
-    try:
-        text = str(response.json().get("error", ""))[:200]
-    except (ValueError, AttributeError):
-        text = ""
-    log.warning("ollama answered %s: %s", status, text)
-    return f"The Ollama server answered {status}." + (f" {text}" if text else "")
+    # Ollama's own words stay in the debug log: a proxy in front of it may quote
+    # headers or URLs, and the contract's messages are Sluice's own.
+    log.warning("ollama answered %s", status)
+    log.debug("ollama's error body: %.200s", response.text)
+    raise UpstreamError(f"The Ollama server answered {status}.")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,12 +72,38 @@ def read_json(request: Request, max_bytes: int) -> Any:
     except UnicodeDecodeError:
         raise InvalidRequest("The request body is not valid UTF-8.") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        body = json.loads(text, parse_constant=_reject_constant)
     except ValueError:
         raise InvalidRequest("The request body is not valid JSON.") from None
     except RecursionError:
         # The C decoder counts its depth against the recursion limit and stops cleanly.
         raise InvalidRequest("The JSON body nests too deeply.") from None
+    # "\ud800" alone parses into a str that no UTF-8 writer can send back; escaped
+    # pairs (emoji from ASCII-only encoders) are fine. Only look when an escape is there.
+    if _SURROGATE_ESCAPE.search(text) and not _encodable(body):
+        raise InvalidRequest("The request body holds a lone UTF-16 surrogate escape.")
+    return body
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodable(value: Any) -> bool:
+    """True when every string in ``value`` (keys included) can be encoded as UTF-8."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 def _reject_constant(name: str) -> Any:

@@ -73,6 +73,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "SLUICE_MAX_GENERATIONS": (10_000, _int),
     "SLUICE_SEND_TIMEOUT_S": (30.0, _float),
     "SLUICE_WS_PING_S": (25.0, _float),
+    "SLUICE_REDIS_URL": (None, _optional_str),
+    "SLUICE_LEASE_S": (5.0, _float),
 }
 
 

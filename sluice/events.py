@@ -67,6 +67,11 @@ class Event:
         """Number ``data`` and serialise it once."""
         return cls(seq, data, dumps(data))
 
+    @classmethod
+    def from_json(cls, seq: int, text: str) -> Event:
+        """Rebuild an event that a broker stored as JSON text."""
+        return cls(seq, json.loads(text), text)
+
 
 def start(generation_id: str, model: str) -> dict[str, Any]:
     """The first event: which generation and which model."""

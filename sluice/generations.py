@@ -9,10 +9,14 @@ Two kinds of generation share that path. A *tied* one (``POST /api/chat``,
 ``/stream``, ``/v1``) is cancelled when its connection goes away. A *detached*
 one (``POST /api/generations``, the WebSocket) runs on while no one listens,
 and is cancelled once no listener has been attached for
-``SLUICE_DETACH_GRACE_S``: a janitor task, running only while this worker has
-detached generations, checks that once a tick. The grace trades the two
-promises against each other: long enough to ride out a reconnect (nothing
-lost), short enough that an abandoned answer stops costing tokens.
+``SLUICE_DETACH_GRACE_S``. The grace trades the two promises against each
+other: long enough to ride out a reconnect (nothing lost), short enough that
+an abandoned answer stops costing tokens.
+
+A janitor task, running only while this worker runs generations, renews their
+leases in the broker (so other workers can tell a dead owner from a slow
+model) and applies the detach grace, once a tick. With a shared broker, a
+second task follows cancel requests made on other workers.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class Generations:
         self.running: dict[str, Generation] = {}
         self._lock = threading.Lock()
         self._janitor: Task | None = None
+        self._cancels: Task | None = None
 
     def start(self, request: ChatRequest, detached: bool = False) -> Generation:
         """Start ``request`` in the background.
@@ -96,8 +101,7 @@ class Generations:
             self._release(generation.id)
             raise
         generation.task = spawn(self._run, generation, request, provider, model)
-        if detached:
-            self._ensure_janitor()
+        self._ensure_tasks()
         return generation
 
     def _run(self, generation: Generation, request: ChatRequest, provider: Any, model: str) -> None:
@@ -106,11 +110,13 @@ class Generations:
 
         try:
             runner.run(generation.id, request, provider, model, generation.abort, publish, self.limits)
-        except Exception:  # the runner maps failures itself; this is a bug, not a user error
-            log.exception("runner failed for %s", generation.id)
-            # Listeners must still see the one event that ends every generation.
-            seq = self.broker.state(generation.id)["events"]
-            publish(Event.make(seq, events.error(SluiceError())))
+        except Exception as exc:  # a broker that went away, or a bug; never a user error
+            log.error("generation %s failed: %s", generation.id, type(exc).__name__, exc_info=exc)
+            try:  # listeners must still see the one event that ends every generation
+                seq = self.broker.state(generation.id)["events"]
+                publish(Event.make(seq, events.error(SluiceError())))
+            except Exception:
+                log.warning("could not record the end of %s", generation.id)
         finally:
             self._release(generation.id)
 
@@ -126,27 +132,37 @@ class Generations:
         generation.abort.abort(reason)
         return True
 
-    # -- the detach grace ------------------------------------------------------
+    # -- background upkeep ---------------------------------------------------------
 
-    def _ensure_janitor(self) -> None:
+    def _ensure_tasks(self) -> None:
         with self._lock:
             if self._janitor is None:
-                self._janitor = spawn(self._sweep_detached)
+                self._janitor = spawn(self._upkeep)
+            follow = getattr(self.broker, "follow_cancels", None)
+            if follow is not None and self._cancels is None:
+                self._cancels = spawn(follow, self.cancel)
 
-    def _sweep_detached(self) -> None:
-        """Cancel detached generations nobody has listened to for the grace period."""
-        tick = max(0.05, min(1.0, self.detach_grace_s / 4))
+    def _upkeep(self) -> None:
+        """Renew leases and cancel detached generations nobody listened to for the grace."""
+        lease_s = getattr(self.broker, "lease_s", 3.0)
+        tick = max(0.05, min(1.0, self.detach_grace_s / 4, lease_s / 3))
         while True:
             with self._lock:
-                detached = [g for g in self.running.values() if g.detached]
-                if not detached:
+                running = list(self.running.values())
+                if not running:
                     self._janitor = None
                     return
+            try:
+                self.broker.renew([g.id for g in running])
+            except Exception:  # the broker is away: listeners and /readyz say so
+                log.warning("could not renew leases")
             now = time.time()
-            for generation in detached:
+            for generation in running:
+                if not generation.detached:
+                    continue
                 try:
                     idle_since = self.broker.idle_since(generation.id)
-                except SluiceError:
+                except Exception:
                     continue
                 if idle_since is not None and now - idle_since >= self.detach_grace_s:
                     log.info("cancelling %s: no listener for %.0fs", generation.id, now - idle_since)

@@ -59,6 +59,10 @@ def json_stream(events: Iterable[Event | None], retry_ms: int) -> Iterator[bytes
     for event in events:
         if event is None:
             yield PING
-        else:
+        elif event.seq >= 0:
             # JSON has no raw line breaks, so the frame is built directly.
             yield f"id: {event.seq}\ndata: {event.json}\n\n".encode()
+        else:
+            # Not part of the generation (the broker went away): no id, so the
+            # client's Last-Event-ID stays on the last real event.
+            yield f"data: {event.json}\n\n".encode()

@@ -2,7 +2,9 @@
 
 The runner ``publish``es numbered events; any number of listeners ``listen``
 from any position (``after``), each at its own pace, replaying what is kept
-and then following live. The in-process ``MemoryBroker`` serves one worker.
+and then following live. The in-process ``MemoryBroker`` serves one worker;
+``RedisBroker`` (``SLUICE_REDIS_URL``) lets every worker on every host serve
+any listener and any cancel.
 """
 
 from __future__ import annotations
@@ -53,6 +55,14 @@ class Broker(Protocol):
 
         :raise sluice.errors.GenerationNotFound: unknown or expired.
         """
+        ...
+
+    def renew(self, generation_ids: list[str]) -> None:
+        """Extend this worker's leases on the generations it runs."""
+        ...
+
+    def ping(self) -> bool:
+        """True when the broker answers (``/readyz``)."""
         ...
 
     def state(self, generation_id: str) -> dict[str, Any]:

@@ -121,6 +121,13 @@ class MemoryBroker:
             if ended and position >= len(record.events):
                 return
 
+    def renew(self, generation_ids: list[str]) -> None:
+        """Leases only matter across processes: nothing to do here."""
+
+    def ping(self) -> bool:
+        """The in-process broker is always there."""
+        return True
+
     def state(self, generation_id: str) -> dict[str, Any]:
         """The generation's id, model, status and number of events so far."""
         record = self._get(generation_id)

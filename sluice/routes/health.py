@@ -17,6 +17,11 @@ def healthz() -> Response:
 def readyz() -> Response:
     """Readiness: the broker answers and there is room for another stream."""
     generations = current_app.extensions["sluice"]
+    if not generations.broker.ping():
+        response = jsonify(status="broker_unavailable")
+        response.status_code = 503
+        response.headers["Retry-After"] = "5"
+        return response
     if len(generations.running) >= generations.max_streams:
         response = jsonify(status="overloaded")
         response.status_code = 503
