@@ -7,7 +7,6 @@ the blueprints and the error handlers.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +16,7 @@ from providers import Registry
 from providers.demo import DemoProvider
 from providers.ollama import OllamaProvider
 from providers.openai import OpenAIProvider
-from sluice import errors, generations, routes
+from sluice import auth, errors, generations, limits, logs, metrics, routes
 from sluice.broker import Broker
 from sluice.broker.memory import MemoryBroker
 from sluice.broker.redis_broker import RedisBroker
@@ -60,8 +59,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         )
     else:
         broker = MemoryBroker(settings["SLUICE_GENERATION_TTL_S"], settings["SLUICE_MAX_GENERATIONS"])
-    generations.init_app(app, registry, broker)
+    # Order matters: request id first, then the key, then limits that count by key.
+    logs.init_app(app)
+    auth.init_app(app)
+    limits.init_app(app)
+    generations.init_app(app, registry, broker, metrics.init_app(app))
     errors.init_app(app)
     routes.register(app)
-    logging.getLogger("sluice").setLevel(logging.INFO)
     return app

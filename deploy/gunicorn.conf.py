@@ -39,6 +39,11 @@ def on_starting(server):
             f"Sluice: {server.cfg.workers} workers need SLUICE_REDIS_URL (generations are "
             "per-worker without it); set it, or run one worker."
         )
+    if server.cfg.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Every worker writes its metrics here and /metrics sums them.
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sluice-metrics-")
     # A stream is a socket, or two with an upstream.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
@@ -47,3 +52,33 @@ def on_starting(server):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError):
             pass
+
+
+def post_worker_init(worker):
+    """Drain on SIGTERM or reload: new streams refused, running ones given the grace period.
+
+    gunicorn stops accepting at once and kills what is left after
+    ``graceful_timeout``; a second before that, Sluice ends the generations still
+    running with an ``error`` event ``server_shutting_down`` so their clients
+    retry (and, with Redis, resume elsewhere) instead of seeing a cut connection.
+    """
+    import gevent
+
+    generations = worker.wsgi.extensions["sluice"]
+    grace = worker.cfg.graceful_timeout
+    within = max(0.5 * grace, grace - 1.5)
+
+    def watch():
+        while worker.alive:
+            gevent.sleep(0.2)
+        generations.drain(within)
+
+    gevent.spawn(watch)
+
+
+def child_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
+    """Forget a dead worker's live gauges (its counters stay in the sums)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

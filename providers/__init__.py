@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from sluice.chat import ChatRequest
 
-__all__ = ["Abort", "Finish", "Provider", "ModelInfo", "Registry"]
+__all__ = ["Abort", "Finish", "Provider", "ModelInfo", "Registry", "retry_after_seconds"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,17 @@ def _call(closer: Callable[[], object]) -> None:
         closer()
     except Exception:  # a failing closer must not stop the others
         log.debug("closer failed", exc_info=True)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """An upstream's ``Retry-After`` in seconds (delta form only; dates are ignored)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
 
 
 class Provider(Protocol):

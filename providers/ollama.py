@@ -21,7 +21,7 @@ from requests.adapters import HTTPAdapter
 from sluice.chat import ChatRequest
 from sluice.errors import ModelNotFound, UpstreamError, UpstreamUnavailable
 
-from . import Abort, Finish
+from . import Abort, Finish, retry_after_seconds
 
 __all__ = ["OllamaProvider", "iter_lines"]
 
@@ -161,10 +161,12 @@ def _raise_for_status(response: requests.Response, model: str) -> None:
     if status == 404:
         raise ModelNotFound(f"The model 'ollama/{model}' is not available on the Ollama server.")
     if status in (429, 503):
-        raise UpstreamUnavailable()
+        error = UpstreamUnavailable()
+        error.upstream_retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        raise error
     # Ollama's own words stay in the debug log: a proxy in front of it may quote
     # headers or URLs, and the contract's messages are Sluice's own.
     log.warning("ollama answered %s", status)
     log.debug("ollama's error body: %.200s", response.text)
-    raise UpstreamError(f"The Ollama server answered {status}.")
+    raise UpstreamError(f"The Ollama server answered {status}.", retryable=status == 502)
 

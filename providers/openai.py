@@ -23,7 +23,7 @@ from sluice.errors import (
     UpstreamUnavailable,
 )
 
-from . import Abort, Finish
+from . import Abort, Finish, retry_after_seconds
 
 __all__ = ["OpenAIProvider", "map_openai_error"]
 
@@ -42,12 +42,12 @@ def map_openai_error(exc: Exception) -> SluiceError:
         return ModelNotFound("The model is not available at the OpenAI-compatible server.")
     if isinstance(exc, openai.AuthenticationError):
         return UpstreamError("The OpenAI-compatible server refused Sluice's API key.")
-    if isinstance(exc, openai.RateLimitError):
-        return UpstreamUnavailable("The OpenAI-compatible server is rate limiting; retry shortly.")
+    if isinstance(exc, (openai.RateLimitError, openai.APIStatusError)) and exc.status_code in (429, 503):
+        error: SluiceError = UpstreamUnavailable()
+        error.upstream_retry_after = retry_after_seconds(exc.response.headers.get("Retry-After"))
+        return error
     if isinstance(exc, openai.APIStatusError):
-        if exc.status_code == 503:
-            return UpstreamUnavailable()
-        return UpstreamError(f"The OpenAI-compatible server answered {exc.status_code}.")
+        return UpstreamError(f"The OpenAI-compatible server answered {exc.status_code}.", retryable=exc.status_code == 502)
     return UpstreamError()
 
 

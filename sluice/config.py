@@ -75,6 +75,17 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "SLUICE_WS_PING_S": (25.0, _float),
     "SLUICE_REDIS_URL": (None, _optional_str),
     "SLUICE_LEASE_S": (5.0, _float),
+    "SLUICE_API_KEYS": ((), _csv),
+    "SLUICE_API_KEYS_FILE": (None, _optional_str),
+    "SLUICE_METRICS_KEY": (None, _optional_str),
+    "SLUICE_CORS_ORIGINS": ((), _csv),
+    "SLUICE_RATE_LIMIT": (None, _optional_str),
+    "SLUICE_MAX_STREAMS_PER_KEY": (0, _int),  # 0: no per-key cap
+    "SLUICE_TRUSTED_PROXIES": ((), _csv),
+    "SLUICE_RETRIES": (2, _int),
+    "SLUICE_FALLBACKS": ((), _csv),
+    "SLUICE_MAX_STREAM_S": (3600.0, _float),
+    "SLUICE_LOG_LEVEL": ("info", str),
 }
 
 

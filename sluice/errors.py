@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 __all__ = [
@@ -61,10 +61,16 @@ class SluiceError(Exception):
     status: int = 500
     code: str = "internal_error"
     message: str = "Internal server error."
+    # Worth another try before the first token (the runner's retries and fallbacks).
+    retryable: bool = False
+    # The upstream's own Retry-After, in seconds, when it gave one.
+    upstream_retry_after: float | None = None
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, retryable: bool | None = None) -> None:
         super().__init__(message or self.message)
         self.message = message or self.message
+        if retryable is not None:
+            self.retryable = retryable
 
     @property
     def headers(self) -> dict[str, str]:
@@ -121,6 +127,7 @@ class Overloaded(_RetryAfter, SluiceError):
 class UpstreamUnavailable(_RetryAfter, SluiceError):
     status, code, message = 503, "upstream_unavailable", "The model provider cannot be reached."
     retry_after = 5
+    retryable = True
 
 
 class UpstreamTimeout(SluiceError):
@@ -172,6 +179,11 @@ def error_body(exc: SluiceError, openai_shape: bool = False) -> dict[str, Any]:
 
 def error_response(exc: SluiceError) -> Response:
     """The HTTP response for ``exc`` in the shape the current route speaks."""
+    metrics = current_app.extensions.get("sluice.metrics")
+    if metrics is not None:
+        metrics.http_errors.labels(exc.code).inc()
+        if exc.code == "rate_limited":
+            metrics.rate_limited.inc()
     openai_shape = request.path.startswith("/v1/")
     response = jsonify(error_body(exc, openai_shape))
     response.status_code = exc.status

@@ -25,8 +25,8 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
@@ -35,11 +35,14 @@ from providers import Abort, Registry
 from . import events, runner
 from .broker import Broker
 from .chat import ChatRequest
-from .errors import Overloaded, SluiceError
+from .errors import Overloaded, RateLimited, ServerShuttingDown, SluiceError
 from .events import Event
 from .tasks import Task, spawn
 
-__all__ = ["Generation", "Generations", "new_generation_id", "init_app"]
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
+__all__ = ["Generation", "Generations", "new_generation_id", "parse_fallbacks", "init_app"]
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +54,38 @@ def new_generation_id() -> str:
 
 @dataclass(slots=True)
 class Generation:
-    """A generation running in this worker."""
+    """A generation running in this worker, and what the access log and metrics say of it."""
 
     id: str
     model: str
     abort: Abort
+    provider: str = ""
     detached: bool = False
+    owner: str | None = None
     task: Task | None = None
+    started: float = field(default_factory=time.monotonic)
+    first_token_s: float | None = None
+    tokens: int = 0
+    outcome: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The fields of the access log line."""
+        line: dict[str, Any] = {"generation": self.id, "model": self.model, "tokens": self.tokens}
+        if self.first_token_s is not None:
+            line["ttft_ms"] = round(self.first_token_s * 1000, 1)
+        line["outcome"] = self.outcome or "running"
+        return line
+
+
+def parse_fallbacks(entries: tuple[str, ...]) -> dict[str, list[str]]:
+    """``("a/x=b/y|c/z", …)`` → ``{"a/x": ["b/y", "c/z"]}`` (SLUICE_FALLBACKS)."""
+    fallbacks: dict[str, list[str]] = {}
+    for entry in entries:
+        model, sep, targets = entry.partition("=")
+        if not sep or not model.strip() or not targets.strip():
+            raise ValueError(f"SLUICE_FALLBACKS: {entry!r} is not model=fallback[|fallback…]")
+        fallbacks[model.strip()] = [t.strip() for t in targets.split("|") if t.strip()]
+    return fallbacks
 
 
 class Generations:
@@ -70,46 +98,94 @@ class Generations:
         limits: runner.Limits,
         max_streams: int,
         detach_grace_s: float = 30.0,
+        max_streams_per_key: int = 0,
+        fallbacks: dict[str, list[str]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.registry = registry
         self.broker = broker
         self.limits = limits
         self.max_streams = max_streams
         self.detach_grace_s = detach_grace_s
+        self.max_streams_per_key = max_streams_per_key
+        self.fallbacks = fallbacks or {}
+        self.metrics = metrics
+        self.draining = False
         self.running: dict[str, Generation] = {}
         self._lock = threading.Lock()
         self._janitor: Task | None = None
         self._cancels: Task | None = None
 
-    def start(self, request: ChatRequest, detached: bool = False) -> Generation:
+    def start(self, request: ChatRequest, detached: bool = False, owner: str | None = None) -> Generation:
         """Start ``request`` in the background.
 
         :param detached: run on without listeners, within the detach grace.
+        :param owner: the API key id that started it (only it may read or cancel it).
         :raise sluice.errors.ModelNotFound: the provider is unknown.
         :raise sluice.errors.Overloaded: this worker runs ``max_streams`` already,
             or the broker has no room for another generation.
+        :raise sluice.errors.RateLimited: the key runs ``SLUICE_MAX_STREAMS_PER_KEY`` already.
+        :raise sluice.errors.ServerShuttingDown: the worker is draining.
         """
-        provider, model = self.registry.resolve(request.model)
-        generation = Generation(new_generation_id(), request.model, Abort(), detached)
+        attempts = [self.registry.resolve(request.model)]
+        for fallback in self.fallbacks.get(request.model, []):
+            attempts.append(self.registry.resolve(fallback))
+        generation = Generation(new_generation_id(), request.model, Abort(), attempts[0][0].name, detached, owner)
         with self._lock:
+            if self.draining:
+                raise ServerShuttingDown()
             if len(self.running) >= self.max_streams:
                 raise Overloaded()
+            if self.max_streams_per_key and owner is not None:
+                if sum(g.owner == owner for g in self.running.values()) >= self.max_streams_per_key:
+                    raise RateLimited("Too many streams at once for this key.")
             self.running[generation.id] = generation
         try:
-            self.broker.create(generation.id, request.model)
+            self.broker.create(generation.id, request.model, owner)
         except BaseException:
             self._release(generation.id)
             raise
-        generation.task = spawn(self._run, generation, request, provider, model)
+        if self.metrics:
+            self.metrics.active_streams.inc()
+            self.metrics.streams_started.labels(generation.provider).inc()
+        generation.task = spawn(self._run, generation, request, attempts)
         self._ensure_tasks()
         return generation
 
-    def _run(self, generation: Generation, request: ChatRequest, provider: Any, model: str) -> None:
+    def _observe(self, generation: Generation, event: Event) -> None:
+        """Keep the generation's summary and the metrics up to date (one place, every provider)."""
+        kind = event.type
+        if kind == "delta":
+            generation.tokens += 1
+            if generation.first_token_s is None:
+                generation.first_token_s = time.monotonic() - generation.started
+                if self.metrics:
+                    self.metrics.time_to_first_token.labels(generation.provider, generation.model).observe(
+                        generation.first_token_s
+                    )
+        elif kind in events.TERMINAL:
+            if kind == "done":
+                generation.outcome = event.data["finish_reason"]
+            else:
+                generation.outcome = event.data["error"]["code"]
+            if self.metrics:
+                m = self.metrics
+                m.streams_finished.labels(generation.provider, generation.outcome).inc()
+                m.tokens.labels(generation.provider).inc(generation.tokens)
+                if kind == "error":
+                    m.upstream_errors.labels(generation.provider, generation.outcome).inc()
+                if generation.first_token_s is not None:
+                    m.stream_duration.labels(generation.provider, generation.model).observe(
+                        time.monotonic() - generation.started
+                    )
+
+    def _run(self, generation: Generation, request: ChatRequest, attempts: list[tuple[Any, str]]) -> None:
         def publish(event: Event) -> None:
             self.broker.publish(generation.id, event)
+            self._observe(generation, event)
 
         try:
-            runner.run(generation.id, request, provider, model, generation.abort, publish, self.limits)
+            runner.run(generation.id, request, attempts, generation.abort, publish, self.limits)
         except Exception as exc:  # a broker that went away, or a bug; never a user error
             log.error("generation %s failed: %s", generation.id, type(exc).__name__, exc_info=exc)
             try:  # listeners must still see the one event that ends every generation
@@ -122,7 +198,26 @@ class Generations:
 
     def _release(self, generation_id: str) -> None:
         with self._lock:
-            self.running.pop(generation_id, None)
+            released = self.running.pop(generation_id, None)
+        if released is not None and self.metrics:
+            self.metrics.active_streams.dec()
+
+    def drain(self, within_s: float) -> None:
+        """Refuse new generations, let running ones finish for ``within_s``, then end the rest.
+
+        The rest end with an ``error`` event ``server_shutting_down``: their
+        listeners are told to retry, and with a shared broker a client that
+        resumes elsewhere loses nothing already sent.
+        """
+        self.draining = True
+        deadline = time.monotonic() + within_s
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for generation in list(self.running.values()):
+            generation.abort.abort("shutdown")
+        deadline = time.monotonic() + 1.0
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def cancel(self, generation_id: str, reason: str = "cancelled") -> bool:
         """Stop a generation this worker runs; False if it runs elsewhere or has ended."""
@@ -170,7 +265,7 @@ class Generations:
             time.sleep(tick)
 
 
-def init_app(app: Flask, registry: Registry, broker: Broker) -> Generations:
+def init_app(app: Flask, registry: Registry, broker: Broker, metrics: Metrics | None = None) -> Generations:
     """Attach the worker's ``Generations`` to ``app``."""
     config = app.config
     generations = Generations(
@@ -180,9 +275,14 @@ def init_app(app: Flask, registry: Registry, broker: Broker) -> Generations:
             config["SLUICE_FIRST_TOKEN_TIMEOUT_S"],
             config["SLUICE_IDLE_TIMEOUT_S"],
             config["SLUICE_MAX_EVENTS"],
+            config["SLUICE_MAX_STREAM_S"],
+            config["SLUICE_RETRIES"],
         ),
         config["SLUICE_MAX_STREAMS"],
         config["SLUICE_DETACH_GRACE_S"],
+        config["SLUICE_MAX_STREAMS_PER_KEY"],
+        parse_fallbacks(config["SLUICE_FALLBACKS"]),
+        metrics,
     )
     app.extensions["sluice"] = generations
     return generations

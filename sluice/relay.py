@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from flask import Response, current_app, request
+from flask import Response, current_app, g, request
 
 from .chat import ChatRequest
 from .errors import error_from_code
@@ -75,7 +75,8 @@ def open_stream(chat: ChatRequest, environ: Mapping[str, Any] | None = None) -> 
     :raise sluice.errors.SluiceError: any failure before the first token, within the hold.
     """
     generations: Generations = current_app.extensions["sluice"]
-    generation = generations.start(chat)
+    generation = generations.start(chat, owner=g.get("key_id"))
+    g.generation = generation
     stop_watch = disconnect.watch(
         environ if environ is not None else request.environ,
         lambda: generations.cancel(generation.id, "disconnected"),

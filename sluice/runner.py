@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import time
 from collections.abc import Callable, Generator
 from contextlib import closing
@@ -28,7 +29,7 @@ from providers import Abort, Finish, Provider
 
 from . import events
 from .chat import ChatRequest
-from .errors import SluiceError, UpstreamError, UpstreamTimeout
+from .errors import ServerShuttingDown, SluiceError, UpstreamError, UpstreamTimeout
 from .events import Event
 from .tasks import spawn
 
@@ -37,6 +38,7 @@ __all__ = ["Limits", "run"]
 log = logging.getLogger(__name__)
 
 _PIECE, _FINISH, _FAIL, _ABORTED = range(4)
+_MAX_BACKOFF_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,22 +50,63 @@ class Limits:
     # Events kept per generation, the final one included; past it the answer
     # ends with finish_reason "length", so one runaway model cannot fill memory.
     max_events: int = 100_000
+    # A whole generation's wall-clock bound; past it, "length" as well.
+    max_stream_s: float = 3600.0
+    # Retries of retryable failures before the first token, per target.
+    retries: int = 2
+
+
+def _backoff(attempt: int, error: SluiceError) -> float:
+    """Full jitter on an exponential base, or the upstream's own ``Retry-After`` (capped)."""
+    hinted = getattr(error, "upstream_retry_after", None)
+    if hinted is not None:
+        return min(float(hinted), _MAX_BACKOFF_S)
+    return random.uniform(0, min(_MAX_BACKOFF_S, 0.25 * 2**attempt))
 
 
 def _pump(
-    stream: Generator[str, None, Finish], inbox: queue.SimpleQueue, abort: Abort
+    request: ChatRequest,
+    attempts: list[tuple[Provider, str]],
+    retries: int,
+    inbox: queue.SimpleQueue,
+    abort: Abort,
 ) -> None:
-    """Read the provider into ``inbox``; the generator is closed on every exit."""
+    """Read the provider into ``inbox``; before the first piece, retry and fall back.
+
+    Each target (the model, then its fallbacks) is tried up to ``1 + retries``
+    times while its failures are retryable (unreachable, 429, 502, 503); any
+    other failure moves on to the next target. Once a piece has been sent,
+    nothing is retried: the client has seen part of an answer.
+    """
+    error: BaseException | None = None
     try:
-        with closing(stream):
-            while True:
+        for provider, model in attempts:
+            for attempt in range(retries + 1):
+                sent = False
+                stream = provider.stream(request, model, abort)
                 try:
-                    piece = next(stream)
-                except StopIteration as stop:
-                    inbox.put((_FINISH, stop.value if isinstance(stop.value, Finish) else Finish()))
-                    return
-                if piece:  # empty pieces are noise (Ollama's final line, role-only chunks)
-                    inbox.put((_PIECE, piece))
+                    with closing(stream):
+                        while True:
+                            try:
+                                piece = next(stream)
+                            except StopIteration as stop:
+                                finish = stop.value if isinstance(stop.value, Finish) else Finish()
+                                inbox.put((_FINISH, finish))
+                                return
+                            if piece:  # empty pieces are noise (Ollama's final line, role-only chunks)
+                                sent = True
+                                inbox.put((_PIECE, piece))
+                except SluiceError as exc:
+                    if sent or abort.is_set:
+                        raise
+                    error = exc
+                    if not exc.retryable or attempt == retries:
+                        break
+                    log.info("retrying %s/%s after %s", provider.name, model, exc.code)
+                    if abort.wait(_backoff(attempt, exc)):
+                        return
+            log.info("%s/%s failed before its first token (%s)", provider.name, model, getattr(error, "code", "?"))
+        inbox.put((_FAIL, error or UpstreamError()))
     except BaseException as exc:  # GreenletExit included: the runner must hear of it
         inbox.put((_FAIL, exc))
         if not isinstance(exc, Exception):
@@ -73,15 +116,14 @@ def _pump(
 def run(
     generation_id: str,
     request: ChatRequest,
-    provider: Provider,
-    model: str,
+    attempts: list[tuple[Provider, str]],
     abort: Abort,
     publish: Callable[[Event], None],
     limits: Limits,
 ) -> Event:
     """Run one generation to its end, publishing every event; return the last one.
 
-    :param model: the model's name at the provider (``llama3``).
+    :param attempts: the provider and model name (``llama3``) to use, then its fallbacks.
     :param publish: receives ``start``, the deltas and one ``done`` or ``error``.
     """
     seq = 0
@@ -97,21 +139,19 @@ def run(
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     # Registered before the pump starts so an abort in any phase wakes the runner.
     abort.on_abort(lambda: inbox.put((_ABORTED, None)))
-    try:
-        stream = provider.stream(request, model, abort)
-    except SluiceError as exc:
-        return emit(events.error(exc))
-    pump = spawn(_pump, stream, inbox, abort)
+    pump = spawn(_pump, request, attempts, limits.retries, inbox, abort)
     abort.on_abort(pump.kill)
 
     pieces = 0
-    deadline = time.monotonic() + limits.first_token_s
+    started = time.monotonic()
+    deadline = started + limits.first_token_s
+    end_by = started + limits.max_stream_s
     try:
         while True:
             try:
-                kind, value = inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                kind, value = inbox.get(timeout=max(0.0, min(deadline, end_by) - time.monotonic()))
             except queue.Empty:
-                abort.abort("timeout")
+                abort.abort("length" if time.monotonic() >= end_by else "timeout")
                 kind, value = _ABORTED, None
             if abort.is_set:
                 kind = _ABORTED
@@ -135,6 +175,8 @@ def run(
 def _emit_aborted(emit: Callable[[dict], Event], reason: str | None, pieces: int) -> Event:
     if reason == "timeout":
         return emit(events.error(UpstreamTimeout()))
+    if reason == "shutdown":
+        return emit(events.error(ServerShuttingDown()))
     # length (too many events), cancelled, disconnected, detached: the usage so far.
     finish_reason = "length" if reason == "length" else "cancelled"
     return emit(events.done(Finish(finish_reason, None, pieces)))

@@ -82,7 +82,8 @@ def test_unknown_provider_is_404(server):
 
 @pytest.mark.parametrize(("status", "code", "http"), [(500, "upstream_error", 502), (503, "upstream_unavailable", 503)])
 def test_upstream_error_before_streaming_is_an_http_status(server, fake_ollama, status, code, http):
-    fake_ollama.push(Script(status=status, error_message="secret-ish detail"))
+    # Enough failures for every retry (the default SLUICE_RETRIES is 2).
+    fake_ollama.push(*[Script(status=status, error_message="secret-ish detail")] * 3)
     r = requests.post(server.url + "/api/chat", json=chat("ollama/llama3"), timeout=10)
     assert r.status_code == http and r.json()["error"]["code"] == code
 

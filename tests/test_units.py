@@ -199,7 +199,7 @@ class _Scripted:
 
 def _run(steps, timeouts=Limits(5, 5)) -> list[Event]:
     published: list[Event] = []
-    run("gen_x", chat("q"), _Scripted(steps), "x", Abort(), published.append, timeouts)
+    run("gen_x", chat("q"), [(_Scripted(steps), "x")], Abort(), published.append, timeouts)
     return published
 
 
@@ -227,7 +227,7 @@ def test_runner_cancel_ends_with_done_cancelled_and_usage_so_far():
     abort = Abort()
     published: list[Event] = []
     provider = _Scripted(["a", "hang"])
-    thread = threading.Thread(target=run, args=("g", chat("q"), provider, "x", abort, published.append, Limits(5, 5)))
+    thread = threading.Thread(target=run, args=("g", chat("q"), [(provider, "x")], abort, published.append, Limits(5, 5)))
     thread.start()
     from tests.conftest import wait_until
 
@@ -240,3 +240,20 @@ def test_runner_cancel_ends_with_done_cancelled_and_usage_so_far():
 def test_runner_bounds_events_per_generation():
     out = _run(["a"] * 50, Limits(5, 5, max_events=10))
     assert len(out) == 10 and out[-1].data["finish_reason"] == "length"
+
+
+def test_runner_retries_retryable_failures_before_the_first_token_then_falls_back():
+    from sluice.errors import UpstreamUnavailable
+
+    flaky = _Scripted([UpstreamUnavailable()])
+    published: list[Event] = []
+    run("g", chat("q"), [(flaky, "x"), (_Scripted(["ok"]), "y")], Abort(), published.append, Limits(5, 5, retries=1))
+    assert [e.type for e in published] == ["start", "delta", "done"] and published[1].data["content"] == "ok"
+    # Never after a token: the failure ends the answer.
+    out = _run(["a", UpstreamUnavailable()], Limits(5, 5, retries=3))
+    assert [e.type for e in out] == ["start", "delta", "error"]
+
+
+def test_runner_max_stream_duration_ends_with_length():
+    out = _run(["a", "hang"], Limits(5, 5, max_stream_s=0.1))
+    assert out[-1].data["finish_reason"] == "length"

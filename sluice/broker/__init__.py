@@ -20,8 +20,8 @@ __all__ = ["Broker"]
 class Broker(Protocol):
     """What every broker implements."""
 
-    def create(self, generation_id: str, model: str) -> None:
-        """Make room for a new, running generation.
+    def create(self, generation_id: str, model: str, key: str | None = None) -> None:
+        """Make room for a new, running generation started with API key id ``key``.
 
         :raise sluice.errors.Overloaded: no room is left.
         """
@@ -33,6 +33,13 @@ class Broker(Protocol):
 
     def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[Event | None]:
         """Yield events numbered above ``after`` until the end, ``None`` after each idle gap.
+
+        :raise sluice.errors.GenerationNotFound: unknown or expired.
+        """
+        ...
+
+    def key_of(self, generation_id: str) -> str | None:
+        """The API key id that started the generation (None with keys off).
 
         :raise sluice.errors.GenerationNotFound: unknown or expired.
         """

@@ -22,10 +22,11 @@ _STATUS = {"done": "done", "error": "error"}
 
 
 class _Record:
-    __slots__ = ("model", "events", "status", "ended_at", "changed", "listeners", "idle_since")
+    __slots__ = ("model", "key", "events", "status", "ended_at", "changed", "listeners", "idle_since")
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, key: str | None) -> None:
         self.model = model
+        self.key = key
         self.events: list[Event] = []
         self.status = "running"
         self.ended_at: float | None = None
@@ -44,7 +45,7 @@ class MemoryBroker:
         self._ended: OrderedDict[str, float] = OrderedDict()  # id -> end time, oldest first
         self._lock = threading.Lock()
 
-    def create(self, generation_id: str, model: str) -> None:
+    def create(self, generation_id: str, model: str, key: str | None = None) -> None:
         """Register a running generation; past the bound the oldest finished ones go first.
 
         :raise Overloaded: every generation kept is still running.
@@ -56,7 +57,7 @@ class MemoryBroker:
                 self._records.pop(oldest, None)
             if len(self._records) >= self.max_generations:
                 raise Overloaded()
-            self._records[generation_id] = _Record(model)
+            self._records[generation_id] = _Record(model, key)
 
     def attach(self, generation_id: str) -> None:
         """Count a listener in."""
@@ -120,6 +121,10 @@ class MemoryBroker:
             position += len(batch)
             if ended and position >= len(record.events):
                 return
+
+    def key_of(self, generation_id: str) -> str | None:
+        """The id of the API key that started it (None with keys off)."""
+        return self._get(generation_id).key
 
     def renew(self, generation_ids: list[str]) -> None:
         """Leases only matter across processes: nothing to do here."""

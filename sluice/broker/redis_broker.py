@@ -2,7 +2,7 @@
 
 ::
 
-    sluice:gen:<id>          hash   model, status, events, listeners, idle_since, owner
+    sluice:gen:<id>          hash   model, status, events, listeners, idle_since, owner (worker), key
     sluice:gen:<id>:events   stream one entry per event, entry id 0-(seq+1), field d = JSON
     sluice:gen:<id>:lease    string the owner's id, expires unless renewed (SLUICE_LEASE_S)
     sluice:gens / sluice:ended  sorted sets: all generations by start, finished ones by end
@@ -111,7 +111,7 @@ class RedisBroker:
 
     # -- the producer side ---------------------------------------------------------
 
-    def create(self, generation_id: str, model: str) -> None:
+    def create(self, generation_id: str, model: str, key: str | None = None) -> None:
         """Record a running generation owned by this worker, making room if needed.
 
         :raise Overloaded: every generation kept is still running.
@@ -129,7 +129,7 @@ class RedisBroker:
         pipe.hset(
             self._hash(generation_id),
             mapping={"model": model, "status": "running", "events": 0, "listeners": 0,
-                     "idle_since": repr(now), "owner": self.owner},
+                     "idle_since": repr(now), "owner": self.owner, "key": key or ""},
         )
         pipe.expire(self._hash(generation_id), _RUNNING_TTL_S)
         pipe.set(self._lease(generation_id), self.owner, px=int(self.lease_s * 1000))
@@ -177,6 +177,10 @@ class RedisBroker:
             "status": fields[b"status"].decode(),
             "events": int(fields[b"events"]),
         }
+
+    def key_of(self, generation_id: str) -> str | None:
+        """The id of the API key that started it (None with keys off)."""
+        return self._state(generation_id).get(b"key", b"").decode() or None
 
     def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[Event | None]:
         """Replay after ``after``, then follow live; see the module docstring."""

@@ -8,11 +8,11 @@ then follows live; ``DELETE`` cancels it wherever it runs.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 
 from .. import relay, sse
 from ..chat import parse_chat, read_json
-from ..errors import InvalidRequest
+from ..errors import GenerationNotFound, InvalidRequest
 from ..events import TERMINAL
 from ..generations import Generations
 
@@ -24,6 +24,15 @@ _CANCEL_WAIT_S = 2.0
 
 def _generations() -> Generations:
     return current_app.extensions["sluice"]
+
+
+def _state(generation_id: str) -> dict:
+    """The generation's state; with API keys on, only for the key that started it."""
+    broker = _generations().broker
+    state = broker.state(generation_id)
+    if current_app.extensions["sluice.keys"] and broker.key_of(generation_id) != g.get("key_id"):
+        raise GenerationNotFound()  # the same answer as for an unknown id: ids reveal nothing
+    return state
 
 
 def _after() -> int:
@@ -47,7 +56,8 @@ def start() -> tuple[Response, int]:
     """Start a chat in the background: ``202 {"id", "events_url"}``."""
     config = current_app.config
     chat = parse_chat(read_json(request, config["SLUICE_MAX_BODY_BYTES"]), config["SLUICE_DEFAULT_MODEL"])
-    generation = _generations().start(chat, detached=True)
+    generation = _generations().start(chat, detached=True, owner=g.get("key_id"))
+    g.generation = generation
     events_url = url_for("generations.events", generation_id=generation.id)
     response = jsonify(id=generation.id, events_url=events_url)
     response.headers["Location"] = url_for("generations.state", generation_id=generation.id)
@@ -57,7 +67,7 @@ def start() -> tuple[Response, int]:
 @bp.get("/<generation_id>")
 def state(generation_id: str) -> Response:
     """``{"id", "model", "status", "events"}``."""
-    return jsonify(_generations().broker.state(generation_id))
+    return jsonify(_state(generation_id))
 
 
 @bp.get("/<generation_id>/events")
@@ -65,7 +75,7 @@ def events(generation_id: str) -> Response:
     """Replay after the client's position, then follow live; ``204`` if nothing is left."""
     broker = _generations().broker
     after = _after()
-    current = broker.state(generation_id)
+    current = _state(generation_id)
     if current["status"] != "running" and after >= current["events"] - 1:
         # Ended and fully seen: 204 makes EventSource stop reconnecting.
         return Response(status=204)
@@ -85,7 +95,7 @@ def cancel(generation_id: str) -> Response:
     """
     generations = _generations()
     broker = generations.broker
-    current = broker.state(generation_id)
+    current = _state(generation_id)
     if current["status"] == "running":
         if not generations.cancel(generation_id):
             broker.request_cancel(generation_id)

@@ -23,11 +23,11 @@ import json
 import threading
 from typing import Any
 
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, g
 from flask_sock import Sock
 
 from ..chat import parse_chat
-from ..errors import InvalidRequest, SluiceError
+from ..errors import GenerationNotFound, InvalidRequest, SluiceError
 from ..events import TERMINAL, dumps, error
 from ..generations import Generations
 from ..tasks import Task, spawn
@@ -39,8 +39,12 @@ sock = Sock()
 class _Session:
     """One WebSocket: at most one generation relayed at a time, one writer lock."""
 
-    def __init__(self, ws: Any, generations: Generations, default_model: str, heartbeat_s: float) -> None:
+    def __init__(
+        self, ws: Any, generations: Generations, default_model: str, heartbeat_s: float, key: str | None, keys_on: bool
+    ) -> None:
         self.ws = ws
+        self.key = key
+        self.keys_on = keys_on
         self.generations = generations
         self.default_model = default_model
         self.heartbeat_s = heartbeat_s
@@ -83,7 +87,7 @@ class _Session:
         self._busy()
         body = {key: value for key, value in message.items() if key != "type"}
         chat = parse_chat(body, self.default_model)
-        generation = self.generations.start(chat, detached=True)
+        generation = self.generations.start(chat, detached=True, owner=self.key)
         self._follow(generation.id, -1)
 
     def _resume(self, message: dict[str, Any]) -> None:
@@ -93,7 +97,10 @@ class _Session:
             raise InvalidRequest("'id' must be a generation id.")
         if not isinstance(after, int) or isinstance(after, bool) or after < -1:
             raise InvalidRequest("'after' must be an event number.")
-        self.generations.broker.state(generation_id)  # 404 → error frame
+        broker = self.generations.broker
+        broker.state(generation_id)  # unknown → error frame
+        if self.keys_on and broker.key_of(generation_id) != self.key:
+            raise GenerationNotFound()
         self._follow(generation_id, after)
 
     def _cancel(self) -> None:
@@ -140,7 +147,14 @@ class _Session:
 def websocket(ws: Any) -> None:
     """Serve one WebSocket until the client closes it."""
     config = current_app.config
-    session = _Session(ws, current_app.extensions["sluice"], config["SLUICE_DEFAULT_MODEL"], config["SLUICE_HEARTBEAT_S"])
+    session = _Session(
+        ws,
+        current_app.extensions["sluice"],
+        config["SLUICE_DEFAULT_MODEL"],
+        config["SLUICE_HEARTBEAT_S"],
+        g.get("key_id"),
+        bool(current_app.extensions["sluice.keys"]),
+    )
     try:
         while True:
             session.handle(ws.receive())

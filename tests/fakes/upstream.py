@@ -65,6 +65,8 @@ class Script:
     done_reason: str = "stop"  # "stop" or "length"
     prompt_tokens: int = 7  # reported prompt token count; completion tokens = tokens sent
     headers_delay_s: float = 0.0  # pause BEFORE sending response headers (a model loading)
+    raw_after: int | None = None  # after N tokens, write ``raw`` verbatim as one chunk (garbage, a huge line)
+    raw: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -552,6 +554,8 @@ class FakeUpstream:
             if hits(script.drop_after, i):
                 ex.drop()
                 return False
+            if hits(script.raw_after, i) and ctx.stream:
+                ex.write_chunk(script.raw)
             if i == n:
                 break
             ex.pause(script.first_token_delay_s if i == 0 else script.delay_s)

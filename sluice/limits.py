@@ -1,0 +1,119 @@
+"""Who is asking, and how much they may ask: client address, rate limits, CORS.
+
+- ``client_address()``: the peer's address; ``X-Forwarded-For`` is honoured only
+  when the peer is one of ``SLUICE_TRUSTED_PROXIES`` (addresses or networks),
+  and then the right-most address that is not a trusted proxy is the client.
+- ``SLUICE_RATE_LIMIT`` (e.g. ``60/minute``) per API key, or per client address
+  when keys are off, through Flask-Limiter, stored in Redis when
+  ``SLUICE_REDIS_URL`` is set so every worker and host shares the counts.
+  Over it: ``429 rate_limited`` with ``Retry-After``. Health checks, metrics and
+  the page shell are never limited.
+- ``SLUICE_CORS_ORIGINS``: an allow-list; an allowed ``Origin`` is echoed
+  exactly (with ``Vary: Origin``), preflights for the streaming routes are
+  answered, and any other origin gets no ``Access-Control-Allow-Origin``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from collections.abc import Iterable
+
+from flask import Flask, Response, current_app, g, request
+from flask_limiter import Limiter, RequestLimit
+
+from .auth import OPEN_ENDPOINTS
+from .errors import RateLimited
+
+__all__ = ["client_address", "init_app"]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def client_address() -> str:
+    """The client's address, through trusted proxies only."""
+    peer = request.remote_addr or ""
+    networks: tuple[Network, ...] = current_app.extensions["sluice.proxies"]
+    if not networks or not _trusted(peer, networks):
+        return peer
+    hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, networks):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _limit_key() -> str:
+    key = getattr(g, "key_id", None)
+    return f"key:{key}" if key else f"addr:{client_address()}"
+
+
+def _exempt() -> bool:
+    return request.endpoint in OPEN_ENDPOINTS or request.method == "OPTIONS"
+
+
+def _on_breach(limit: RequestLimit) -> Response:
+    error = RateLimited()
+    error.retry_after = max(1, math.ceil(limit.reset_at - time.time()))
+    raise error
+
+
+# -- CORS ---------------------------------------------------------------------------
+
+_ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
+_ALLOWED_HEADERS = "Authorization, Content-Type, Accept, Last-Event-ID, X-Request-ID"
+
+
+def _cors_preflight() -> Response | None:
+    if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+        return None
+    return Response(status=204)
+
+
+def _cors_headers(response: Response) -> Response:
+    origin = request.headers.get("Origin")
+    allowed: tuple[str, ...] = current_app.config["SLUICE_CORS_ORIGINS"]
+    response.vary.add("Origin")
+    if origin and origin in allowed:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = "X-Request-ID, Retry-After"
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = _ALLOWED_METHODS
+            response.headers["Access-Control-Allow-Headers"] = _ALLOWED_HEADERS
+            response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Trusted proxies, the rate limiter and CORS."""
+    config = app.config
+    app.extensions["sluice.proxies"] = _networks(config["SLUICE_TRUSTED_PROXIES"])
+    if config["SLUICE_CORS_ORIGINS"]:
+        app.before_request(_cors_preflight)
+        app.after_request(_cors_headers)
+    if config["SLUICE_RATE_LIMIT"]:
+        limiter = Limiter(
+            _limit_key,
+            app=app,
+            default_limits=[config["SLUICE_RATE_LIMIT"]],
+            default_limits_exempt_when=_exempt,
+            storage_uri=config["SLUICE_REDIS_URL"] or "memory://",
+            strategy="moving-window",
+            on_breach=_on_breach,
+            headers_enabled=False,
+            key_prefix="sluice",
+        )
+        app.extensions["sluice.limiter"] = limiter

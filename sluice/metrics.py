@@ -1,0 +1,84 @@
+"""Prometheus metrics at ``GET /metrics`` (``prometheus_client``).
+
+With several gunicorn workers, set ``PROMETHEUS_MULTIPROC_DIR`` (the shipped
+gunicorn config does when ``WEB_CONCURRENCY`` > 1): every worker writes its
+values there and ``/metrics`` sums them, whichever worker answers. The
+registry belongs to the app, not to the module, so apps (and tests) never
+share counters. Labels are bounded: ``model`` is only recorded for models that
+produced a token, never for whatever name a client made up.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+
+from flask import Blueprint, Flask, Response, current_app, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+from .errors import Unauthorized
+
+__all__ = ["Metrics", "init_app", "bp"]
+
+bp = Blueprint("metrics", __name__)
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+_DURATION_BUCKETS = (0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+class Metrics:
+    """The gateway's counters, gauges and histograms."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.active_streams = Gauge(
+            "sluice_active_streams", "Generations running now.", registry=r, multiprocess_mode="livesum"
+        )
+        self.streams_started = Counter("sluice_streams_started", "Generations started.", ["provider"], registry=r)
+        self.streams_finished = Counter(
+            "sluice_streams_finished", "Generations ended, by outcome.", ["provider", "outcome"], registry=r
+        )
+        self.time_to_first_token = Histogram(
+            "sluice_time_to_first_token_seconds", "From start to the first token.",
+            ["provider", "model"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.stream_duration = Histogram(
+            "sluice_stream_duration_seconds", "From start to the end of a generation.",
+            ["provider", "model"], buckets=_DURATION_BUCKETS, registry=r,
+        )
+        self.tokens = Counter("sluice_tokens_relayed", "Text pieces relayed from providers.", ["provider"], registry=r)
+        self.upstream_errors = Counter(
+            "sluice_upstream_errors", "Generations that ended in an error, by code.", ["provider", "code"], registry=r
+        )
+        self.http_errors = Counter("sluice_http_errors", "Error responses, by code.", ["code"], registry=r)
+        self.rate_limited = Counter("sluice_rate_limited", "Requests refused by a rate or stream limit.", registry=r)
+
+    def exposition(self) -> bytes:
+        """The text format, summed over workers in multiprocess mode."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text; with ``SLUICE_METRICS_KEY`` set, only for ``Bearer <that key>``."""
+    key = current_app.config["SLUICE_METRICS_KEY"]
+    if key:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+            raise Unauthorized()
+    body = current_app.extensions["sluice.metrics"].exposition()
+    return Response(body, mimetype=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+def init_app(app: Flask) -> Metrics:
+    """Create the app's metrics and the route that shows them."""
+    metrics_ = Metrics()
+    app.extensions["sluice.metrics"] = metrics_
+    app.register_blueprint(bp)
+    return metrics_
