@@ -97,6 +97,15 @@ def _cors_headers(response: Response) -> Response:
     return response
 
 
+def _storage_uri(redis_url: str | None) -> str:
+    """The limits library's name for the same Redis (it spells unix sockets redis+unix://)."""
+    if not redis_url:
+        return "memory://"
+    if redis_url.startswith("unix://"):
+        return "redis+unix://" + redis_url.removeprefix("unix://")
+    return redis_url
+
+
 def init_app(app: Flask) -> None:
     """Trusted proxies, the rate limiter and CORS."""
     config = app.config
@@ -110,7 +119,7 @@ def init_app(app: Flask) -> None:
             app=app,
             default_limits=[config["SLUICE_RATE_LIMIT"]],
             default_limits_exempt_when=_exempt,
-            storage_uri=config["SLUICE_REDIS_URL"] or "memory://",
+            storage_uri=_storage_uri(config["SLUICE_REDIS_URL"]),
             strategy="moving-window",
             on_breach=_on_breach,
             headers_enabled=False,
