@@ -27,7 +27,11 @@ dev: $(VENV)/.runtime
 
 ## system-deps: what the tests need from Debian (installed only when missing)
 system-deps:
-	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }
+	@missing=""; \
+	 command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing="$$missing nginx"; \
+	 command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	 [ -z "$$missing" ] || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; }
 
 ## test: install what is needed, then the whole suite
 test: $(VENV)/.dev system-deps
