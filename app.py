@@ -22,6 +22,7 @@ from sluice.broker.memory import MemoryBroker
 from sluice.broker.redis_broker import RedisBroker
 from sluice.config import load_config
 from sluice.events import JSONProvider
+from sluice.ticker import Ticker
 
 __all__ = ["create_app"]
 
@@ -49,6 +50,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         ],
         default_provider,
     )
+    ticker = Ticker()
     broker: Broker
     if settings["SLUICE_REDIS_URL"]:
         broker = RedisBroker(
@@ -58,12 +60,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             settings["SLUICE_LEASE_S"],
         )
     else:
-        broker = MemoryBroker(settings["SLUICE_GENERATION_TTL_S"], settings["SLUICE_MAX_GENERATIONS"])
+        broker = MemoryBroker(settings["SLUICE_GENERATION_TTL_S"], settings["SLUICE_MAX_GENERATIONS"], ticker)
     # Order matters: request id first, then the key, then limits that count by key.
     logs.init_app(app)
     auth.init_app(app)
     limits.init_app(app)
-    generations.init_app(app, registry, broker, metrics.init_app(app))
+    generations.init_app(app, registry, broker, metrics.init_app(app), ticker)
     errors.init_app(app)
     routes.register(app)
     return app

@@ -66,8 +66,7 @@ class DemoProvider:
         for piece in pieces(request.last_user_message):
             if limit is not None and sent >= limit:
                 return Finish("length", prompt_tokens, sent)
-            # Waiting on the abort flag instead of sleeping stops a cancelled demo at once.
-            if sent and self.delay_s and abort.wait(self.delay_s):
+            if sent and self.delay_s and abort.pause(self.delay_s):
                 break
             yield piece
             sent += 1

@@ -1,7 +1,8 @@
 """The other renderings of a generation's events: NDJSON, plain text, classic SSE.
 
-Each takes the listener's iterator (``Event`` or ``None`` for an idle gap) and
-yields bytes; the JSON text of an event is reused as serialised once.
+Each takes the broker's batches (a list of events, or ``None`` for an idle gap)
+and yields bytes, one write per batch; the JSON text of an event is reused as
+serialised once.
 """
 
 from __future__ import annotations
@@ -17,21 +18,22 @@ NDJSON = "application/x-ndjson"
 TEXT = "text/plain"
 
 
-def ndjson_stream(events: Iterable[Event | None]) -> Iterator[bytes]:
+def ndjson_stream(batches: Iterable[list[Event] | None]) -> Iterator[bytes]:
     """One JSON event per line. Idle gaps send nothing: an empty line is not NDJSON."""
-    for event in events:
-        if event is not None:
-            yield f"{event.json}\n".encode()
+    for batch in batches:
+        if batch:
+            yield "".join(f"{event.json}\n" for event in batch).encode()
 
 
-def text_stream(events: Iterable[Event | None]) -> Iterator[bytes]:
+def text_stream(batches: Iterable[list[Event] | None]) -> Iterator[bytes]:
     """The answer's text alone, piece by piece; an error just ends the body early."""
-    for event in events:
-        if event is not None and event.type == "delta":
-            yield event.data["content"].encode("utf-8")
+    for batch in batches:
+        text = "".join(e.data["content"] for e in batch or () if e.type == "delta")
+        if text:
+            yield text.encode("utf-8")
 
 
-def classic_stream(events: Iterable[Event | None], retry_ms: int) -> Iterator[bytes]:
+def classic_stream(batches: Iterable[list[Event] | None], retry_ms: int) -> Iterator[bytes]:
     """``GET /stream``: plain-text ``data:`` events for ``EventSource.onmessage``.
 
     Deltas become unnamed events whose data is the text itself; the end is
@@ -39,12 +41,20 @@ def classic_stream(events: Iterable[Event | None], retry_ms: int) -> Iterator[by
     one); a failure is ``event: error`` whose data is the JSON error object.
     """
     yield sse.retry(retry_ms)
-    for event in events:
-        if event is None:
+    for batch in batches:
+        if batch is None:
             yield sse.PING
-        elif event.type == "delta":
-            yield sse.encode(event.data["content"], id=event.seq)
-        elif event.type == "done":
-            yield sse.encode("", id=event.seq, event="done")
-        elif event.type == "error":
-            yield sse.encode(event.json, id=event.seq, event="error")
+            continue
+        chunk = b"".join(map(_classic_frame, batch))
+        if chunk:  # never an empty write: to a chunked response that reads as the end
+            yield chunk
+
+
+def _classic_frame(event: Event) -> bytes:
+    if event.type == "delta":
+        return sse.encode(event.data["content"], id=event.seq)
+    if event.type == "done":
+        return sse.encode("", id=event.seq, event="done")
+    if event.type == "error":
+        return sse.encode(event.json, id=event.seq if event.seq >= 0 else None, event="error")
+    return b""  # start: the classic form has no use for it

@@ -38,6 +38,7 @@ from .chat import ChatRequest
 from .errors import Overloaded, RateLimited, ServerShuttingDown, SluiceError
 from .events import Event
 from .tasks import Task, spawn
+from .ticker import Ticker
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -101,7 +102,9 @@ class Generations:
         max_streams_per_key: int = 0,
         fallbacks: dict[str, list[str]] | None = None,
         metrics: Metrics | None = None,
+        ticker: Ticker | None = None,
     ) -> None:
+        self.ticker = ticker or Ticker()
         self.registry = registry
         self.broker = broker
         self.limits = limits
@@ -185,7 +188,7 @@ class Generations:
             self._observe(generation, event)
 
         try:
-            runner.run(generation.id, request, attempts, generation.abort, publish, self.limits)
+            runner.run(generation.id, request, attempts, generation.abort, publish, self.limits, self.ticker)
         except Exception as exc:  # a broker that went away, or a bug; never a user error
             log.error("generation %s failed: %s", generation.id, type(exc).__name__, exc_info=exc)
             try:  # listeners must still see the one event that ends every generation
@@ -265,7 +268,9 @@ class Generations:
             time.sleep(tick)
 
 
-def init_app(app: Flask, registry: Registry, broker: Broker, metrics: Metrics | None = None) -> Generations:
+def init_app(
+    app: Flask, registry: Registry, broker: Broker, metrics: Metrics | None = None, ticker: Ticker | None = None
+) -> Generations:
     """Attach the worker's ``Generations`` to ``app``."""
     config = app.config
     generations = Generations(
@@ -283,6 +288,7 @@ def init_app(app: Flask, registry: Registry, broker: Broker, metrics: Metrics | 
         config["SLUICE_MAX_STREAMS_PER_KEY"],
         parse_fallbacks(config["SLUICE_FALLBACKS"]),
         metrics,
+        ticker,
     )
     app.extensions["sluice"] = generations
     return generations

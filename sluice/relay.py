@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Response, current_app, g, request
 
+from .broker import one_by_one
 from .chat import ChatRequest
 from .errors import error_from_code
 from .events import Event
@@ -34,8 +35,8 @@ class Relay:
         self._stop_watch = stop_watch
         self.heartbeat_s: float = current_app.config["SLUICE_HEARTBEAT_S"]
 
-    def events(self) -> Iterator[Event | None]:
-        """All events from ``start``; ``None`` after each idle gap of ``SLUICE_HEARTBEAT_S``."""
+    def events(self) -> Iterator[list[Event] | None]:
+        """All events from ``start``, in batches; ``None`` after each idle gap of ``SLUICE_HEARTBEAT_S``."""
         return self.generations.broker.listen(self.generation.id, -1, self.heartbeat_s)
 
     def close(self) -> None:
@@ -84,7 +85,8 @@ def open_stream(chat: ChatRequest, environ: Mapping[str, Any] | None = None) -> 
     relay = Relay(generations, generation, stop_watch)
     try:
         hold_s: float = current_app.config["SLUICE_HOLD_S"]
-        first = next(generations.broker.listen(generation.id, 0, hold_s), None)
+        batch = next(generations.broker.listen(generation.id, 0, hold_s), None)
+        first = batch[0] if batch else None
         if first is not None and first.type == "error":
             error = first.data["error"]
             raise error_from_code(error["code"], error["message"])
@@ -102,7 +104,7 @@ def collect(relay: Relay) -> tuple[str, Event]:
     try:
         parts = []
         last: Event | None = None
-        for event in relay.events():
+        for event in one_by_one(relay.events()):
             if event is None:
                 continue
             last = event

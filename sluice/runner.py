@@ -2,11 +2,12 @@
 
 ::
 
-    pump task                     runner (its own task)                broker
-    provider.stream() ──piece──▶  queue.get(timeout=deadline) ──Event──▶ publish
+    pump task                     runner (its own task)        broker
+    provider.stream() ──piece──▶  queue.get() ──Event──────────▶ publish
                       ─finish/─▶  start, delta…, done | error
                        failure
-    abort(reason) ── closes the upstream, kills the pump, wakes the runner
+    ticker: a deadline passed ─┐
+    abort(reason) ◀────────────┘ closes the upstream, kills the pump, wakes the runner
 
 The pump only reads the provider, so killing it (or closing its upstream)
 never interrupts a write to the broker. The runner owns every decision that
@@ -32,6 +33,7 @@ from .chat import ChatRequest
 from .errors import ServerShuttingDown, SluiceError, UpstreamError, UpstreamTimeout
 from .events import Event
 from .tasks import spawn
+from .ticker import Deadline, Ticker
 
 __all__ = ["Limits", "run"]
 
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _PIECE, _FINISH, _FAIL, _ABORTED = range(4)
 _MAX_BACKOFF_S = 10.0
+_FAIR_EVERY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +85,7 @@ def _pump(
     try:
         for provider, model in attempts:
             for attempt in range(retries + 1):
-                sent = False
+                sent = 0
                 stream = provider.stream(request, model, abort)
                 try:
                     with closing(stream):
@@ -94,8 +97,12 @@ def _pump(
                                 inbox.put((_FINISH, finish))
                                 return
                             if piece:  # empty pieces are noise (Ollama's final line, role-only chunks)
-                                sent = True
+                                sent += 1
                                 inbox.put((_PIECE, piece))
+                                if not sent % _FAIR_EVERY:
+                                    # A provider that never blocks (a fast upstream, a zero-delay
+                                    # demo) would run its whole answer before anyone else's turn.
+                                    time.sleep(0)
                 except SluiceError as exc:
                     if sent or abort.is_set:
                         raise
@@ -120,11 +127,13 @@ def run(
     abort: Abort,
     publish: Callable[[Event], None],
     limits: Limits,
+    ticker: Ticker,
 ) -> Event:
     """Run one generation to its end, publishing every event; return the last one.
 
     :param attempts: the provider and model name (``llama3``) to use, then its fallbacks.
     :param publish: receives ``start``, the deltas and one ``done`` or ``error``.
+    :param ticker: watches the first-token, idle and whole-stream deadlines.
     """
     seq = 0
 
@@ -144,20 +153,21 @@ def run(
 
     pieces = 0
     started = time.monotonic()
-    deadline = started + limits.first_token_s
     end_by = started + limits.max_stream_s
+
+    def expire() -> None:
+        abort.abort("length" if time.monotonic() >= end_by else "timeout")
+
+    # The deadline moves forward with each piece; expiring aborts, which wakes the loop.
+    deadline = ticker.add(Deadline(min(started + limits.first_token_s, end_by), expire))
     try:
         while True:
-            try:
-                kind, value = inbox.get(timeout=max(0.0, min(deadline, end_by) - time.monotonic()))
-            except queue.Empty:
-                abort.abort("length" if time.monotonic() >= end_by else "timeout")
-                kind, value = _ABORTED, None
+            kind, value = inbox.get()
             if abort.is_set:
                 kind = _ABORTED
             if kind == _PIECE:
                 pieces += 1
-                deadline = time.monotonic() + limits.idle_s
+                deadline.at = min(time.monotonic() + limits.idle_s, end_by)
                 emit(events.delta(value))
                 if seq >= limits.max_events - 1:  # room for the final event only
                     abort.abort("length")
@@ -169,6 +179,7 @@ def run(
                 return _emit_aborted(emit, abort.reason, pieces)
     finally:
         # Whatever ended the loop, the upstream is closed and the pump ends.
+        ticker.discard(deadline)
         abort.abort("finished")
 
 

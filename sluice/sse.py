@@ -8,7 +8,7 @@ CRLF inside plain-text data therefore arrives as LF; JSON data never contains
 either, so the JSON formats are byte-exact.)
 
 The heartbeat and the data go through one writer, the response generator that
-``listen`` feeds: a ``None`` from the event source means "nothing for
+``listen`` feeds: a ``None`` from the broker means "nothing for
 ``SLUICE_HEARTBEAT_S``" and becomes a ``: ping`` comment, so pings follow an
 idle gap rather than a fixed beat, and nothing writes from two greenlets.
 """
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 
 from .events import Event
 
-__all__ = ["HEADERS", "MIMETYPE", "PING", "encode", "retry", "json_stream"]
+__all__ = ["HEADERS", "MIMETYPE", "PING", "encode", "frame", "retry", "json_stream"]
 
 MIMETYPE = "text/event-stream"
 # no-cache per SPEC; X-Accel-Buffering tells nginx to pass each event on at once.
@@ -53,16 +53,26 @@ def retry(milliseconds: int) -> bytes:
     return f"retry: {int(milliseconds)}\n\n".encode()
 
 
-def json_stream(events: Iterable[Event | None], retry_ms: int) -> Iterator[bytes]:
-    """The contract's JSON event stream: ``retry:``, then ``id``/``data`` frames and pings."""
+def frame(event: Event) -> str:
+    """One JSON event as an SSE frame (JSON has no raw line breaks: no splitting needed)."""
+    if event.seq >= 0:
+        return f"id: {event.seq}\ndata: {event.json}\n\n"
+    # Not part of the generation (the broker went away): no id, so the client's
+    # Last-Event-ID stays on the last real event.
+    return f"data: {event.json}\n\n"
+
+
+def json_stream(batches: Iterable[list[Event] | None], retry_ms: int) -> Iterator[bytes]:
+    """The contract's JSON event stream: ``retry:``, then ``id``/``data`` frames and pings.
+
+    Each batch the broker hands over (one event live, many on a replay) goes out
+    as one write.
+    """
     yield retry(retry_ms)
-    for event in events:
-        if event is None:
+    for batch in batches:
+        if batch is None:
             yield PING
-        elif event.seq >= 0:
-            # JSON has no raw line breaks, so the frame is built directly.
-            yield f"id: {event.seq}\ndata: {event.json}\n\n".encode()
+        elif len(batch) == 1:
+            yield frame(batch[0]).encode()
         else:
-            # Not part of the generation (the broker went away): no id, so the
-            # client's Last-Event-ID stays on the last real event.
-            yield f"data: {event.json}\n\n".encode()
+            yield "".join(map(frame, batch)).encode()

@@ -55,7 +55,8 @@ def dev_server(tmp_path: Path, fake_ollama, fake_openai):
 
 
 def test_flask_run_serves_the_page_and_streams(dev_server):
-    assert "EventSource" in requests.get(dev_server + "/", timeout=5).text
+    page = requests.get(dev_server + "/", timeout=5)
+    assert page.status_code == 200 and "Sluice" in page.text
     events = read_events(dev_server + "/api/chat", {"messages": [{"role": "user", "content": "dev 🙂"}]})
     assert text_of(events) == answer("dev 🙂") and events[-1]["type"] == "done"
 

@@ -234,7 +234,7 @@ def test_ping_is_a_comment_and_headers_match_the_contract():
 # -- sse.json_stream -----------------------------------------------------------------
 
 
-def sample_events() -> list[Event | None]:
+def _sample_events() -> list[Event | None]:
     """A generation with nasty text and idle gaps, numbered as the runner would."""
     return [
         Event.make(0, events.start("gen_abc", "demo/echo")),
@@ -246,6 +246,11 @@ def sample_events() -> list[Event | None]:
         Event.make(3, events.delta("🙂日本語\u2028\u2029")),
         Event.make(4, events.done(Finish("stop", 3, 4))),
     ]
+
+
+def sample_events():
+    """The same events as the broker hands them over: one per batch, None for an idle gap."""
+    return [None if e is None else [e] for e in _sample_events()]
 
 
 JSON_STREAM_BYTES = [
@@ -275,7 +280,7 @@ def test_json_stream_reads_back_event_for_event(parse):
     parsed = parse(raw)
     assert parsed.retry == 3000
     assert parsed.comments == 3
-    wanted = [e for e in sample_events() if e is not None]
+    wanted = [e for e in _sample_events() if e is not None]
     assert [p.last_event_id for p in parsed.events] == [str(e.seq) for e in wanted]
     assert [json.loads(p.data) for p in parsed.events] == [e.data for e in wanted]
     assert {p.type for p in parsed.events} == {"message"}  # every event is unnamed
@@ -351,7 +356,7 @@ def test_ndjson_lines_split_on_lf_only_are_the_events():
     raw = b"".join(formats.ndjson_stream(sample_events()))
     *lines, last = raw.split(b"\n")
     assert last == b""
-    assert [json.loads(line) for line in lines] == [e.data for e in sample_events() if e is not None]
+    assert [json.loads(line) for line in lines] == [e.data for e in _sample_events() if e is not None]
     # A str.splitlines reader (httpx's iter_lines) sees the same lines.
     assert raw.decode().splitlines() == [line.decode() for line in lines]
 
@@ -371,7 +376,7 @@ def test_text_stream_ends_quietly_at_an_error():
         Event.make(1, events.delta("par")),
         Event.make(2, events.error(UpstreamTimeout())),
     ]
-    assert b"".join(formats.text_stream(stream)) == b"par"
+    assert b"".join(formats.text_stream([stream])) == b"par"
 
 
 def test_classic_stream_is_byte_exact():
@@ -394,7 +399,7 @@ def test_classic_stream_error_is_a_named_event_with_the_json_error():
         Event.make(1, events.delta("par")),
         Event.make(2, events.error(UpstreamTimeout())),
     ]
-    chunks = list(formats.classic_stream(stream, 3000))
+    chunks = list(formats.classic_stream([[e] for e in stream], 3000))
     assert chunks[:2] == [b"retry: 3000\n\n", b"id: 1\ndata: par\n\n"]
     assert chunks[2].startswith(b'id: 2\nevent: error\ndata: {"type":"error","error":{"code":"upstream_timeout"')
     assert chunks[2].endswith(b"}\n\n") and chunks[2].count(b"\n") == 4
@@ -408,3 +413,9 @@ def test_classic_stream_reads_back_as_onmessage_text_then_done(parse):
     assert [p.last_event_id for p in messages] == ["1", "2", "3"]
     assert parsed.events[-1] == Parsed("done", "", "4")
     assert [p.type for p in parsed.events].count("done") == 1
+
+
+def test_a_replayed_batch_goes_out_as_one_write():
+    batch = [Event.make(n, events.delta(str(n))) for n in range(3)]
+    assert list(sse.json_stream([batch], 3000))[1] == b"".join(sse.frame(e).encode() for e in batch)
+    assert list(formats.ndjson_stream([batch])) == [b"".join(f"{e.json}\n".encode() for e in batch)]

@@ -10,7 +10,9 @@ from providers import Abort, Finish, Registry
 from providers.demo import DemoProvider, answer, pieces
 from providers.ollama import iter_lines
 from sluice import events
+from sluice.broker import one_by_one
 from sluice.broker.memory import MemoryBroker
+from sluice.ticker import Ticker
 from sluice.chat import ChatRequest, Message
 from sluice.config import ConfigError, load_config
 from sluice.errors import GenerationNotFound, ModelNotFound, UpstreamError
@@ -133,7 +135,7 @@ def test_memory_broker_replays_from_any_position_then_ends():
     datas = [events.start("g", "demo/echo"), events.delta("a"), events.delta("b"), events.done(Finish())]
     _publish_all(broker, "g", datas)
     for after in range(-1, 4):
-        got = [e.seq for e in broker.listen("g", after, 1.0)]
+        got = [e.seq for e in one_by_one(broker.listen("g", after, 1.0))]
         assert got == list(range(after + 1, 4))
     assert broker.state("g") == {"id": "g", "model": "demo/echo", "status": "done", "events": 4}
     with pytest.raises(GenerationNotFound):
@@ -144,7 +146,7 @@ def test_memory_broker_live_listener_and_idle_gaps():
     broker = MemoryBroker()
     broker.create("g", "m")
     received: list = []
-    listener = broker.listen("g", -1, 0.01)
+    listener = one_by_one(broker.listen("g", -1, 0.05))
     assert next(listener) is None  # nothing yet: an idle gap
     ready = threading.Event()
 
@@ -199,7 +201,7 @@ class _Scripted:
 
 def _run(steps, timeouts=Limits(5, 5)) -> list[Event]:
     published: list[Event] = []
-    run("gen_x", chat("q"), [(_Scripted(steps), "x")], Abort(), published.append, timeouts)
+    run("gen_x", chat("q"), [(_Scripted(steps), "x")], Abort(), published.append, timeouts, Ticker(0.01))
     return published
 
 
@@ -227,7 +229,7 @@ def test_runner_cancel_ends_with_done_cancelled_and_usage_so_far():
     abort = Abort()
     published: list[Event] = []
     provider = _Scripted(["a", "hang"])
-    thread = threading.Thread(target=run, args=("g", chat("q"), [(provider, "x")], abort, published.append, Limits(5, 5)))
+    thread = threading.Thread(target=run, args=("g", chat("q"), [(provider, "x")], abort, published.append, Limits(5, 5), Ticker()))
     thread.start()
     from tests.conftest import wait_until
 
@@ -247,7 +249,7 @@ def test_runner_retries_retryable_failures_before_the_first_token_then_falls_bac
 
     flaky = _Scripted([UpstreamUnavailable()])
     published: list[Event] = []
-    run("g", chat("q"), [(flaky, "x"), (_Scripted(["ok"]), "y")], Abort(), published.append, Limits(5, 5, retries=1))
+    run("g", chat("q"), [(flaky, "x"), (_Scripted(["ok"]), "y")], Abort(), published.append, Limits(5, 5, retries=1), Ticker())
     assert [e.type for e in published] == ["start", "delta", "done"] and published[1].data["content"] == "ok"
     # Never after a token: the failure ends the answer.
     out = _run(["a", UpstreamUnavailable()], Limits(5, 5, retries=3))

@@ -9,12 +9,21 @@ any listener and any cancel.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from ..events import Event
 
-__all__ = ["Broker"]
+__all__ = ["Broker", "one_by_one"]
+
+
+def one_by_one(batches: Iterable[list[Event] | None]) -> Iterator[Event | None]:
+    """The broker's batches as single events (``None`` still marks an idle gap)."""
+    for batch in batches:
+        if batch is None:
+            yield None
+        else:
+            yield from batch
 
 
 class Broker(Protocol):
@@ -31,8 +40,8 @@ class Broker(Protocol):
         """Append ``event``; a ``done`` or ``error`` event ends the generation."""
         ...
 
-    def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[Event | None]:
-        """Yield events numbered above ``after`` until the end, ``None`` after each idle gap.
+    def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[list[Event] | None]:
+        """Yield batches of the events numbered above ``after`` until the end, ``None`` after each idle gap.
 
         :raise sluice.errors.GenerationNotFound: unknown or expired.
         """

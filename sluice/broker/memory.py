@@ -14,15 +14,17 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import GenerationNotFound, Overloaded
-from ..events import Event
+from ..events import TERMINAL, Event
+from ..ticker import Deadline, Ticker
 
 __all__ = ["MemoryBroker"]
 
-_STATUS = {"done": "done", "error": "error"}
+# At most this many events per batch: a long replay still lets other streams run.
+_BATCH = 256
 
 
 class _Record:
-    __slots__ = ("model", "key", "events", "status", "ended_at", "changed", "listeners", "idle_since")
+    __slots__ = ("model", "key", "events", "status", "ended_at", "waiters", "listeners", "idle_since")
 
     def __init__(self, model: str, key: str | None) -> None:
         self.model = model
@@ -30,7 +32,9 @@ class _Record:
         self.events: list[Event] = []
         self.status = "running"
         self.ended_at: float | None = None
-        self.changed = threading.Condition(threading.Lock())
+        # One Event per waiting listener: set() wakes exactly the waiting ones, and
+        # a wait without a timeout allocates nothing (heartbeats come from the ticker).
+        self.waiters: set[threading.Event] = set()
         self.listeners = 0
         self.idle_since: float | None = time.time()
 
@@ -38,7 +42,8 @@ class _Record:
 class MemoryBroker:
     """Generations of this worker, in memory."""
 
-    def __init__(self, ttl_s: float = 600.0, max_generations: int = 10_000) -> None:
+    def __init__(self, ttl_s: float = 600.0, max_generations: int = 10_000, ticker: Ticker | None = None) -> None:
+        self.ticker = ticker or Ticker()
         self.ttl_s = ttl_s
         self.max_generations = max_generations
         self._records: dict[str, _Record] = {}
@@ -62,7 +67,7 @@ class MemoryBroker:
     def attach(self, generation_id: str) -> None:
         """Count a listener in."""
         record = self._get(generation_id)
-        with record.changed:
+        with self._lock:
             record.listeners += 1
             record.idle_since = None
 
@@ -71,7 +76,7 @@ class MemoryBroker:
         record = self._records.get(generation_id)
         if record is None:
             return
-        with record.changed:
+        with self._lock:
             record.listeners = max(0, record.listeners - 1)
             if record.listeners == 0:
                 record.idle_since = time.time()
@@ -90,37 +95,58 @@ class MemoryBroker:
         record = self._records.get(generation_id)
         if record is None:
             return
-        with record.changed:
-            record.events.append(event)
-            if event.type in ("done", "error"):
-                record.status = _status_of(event)
-                record.ended_at = time.monotonic()
-                with self._lock:
-                    self._ended[generation_id] = record.ended_at
-            record.changed.notify_all()
+        # Appending before marking the end: a listener that sees the end sees the event.
+        record.events.append(event)
+        if event.type in TERMINAL:
+            record.status = _status_of(event)
+            record.ended_at = time.monotonic()
+            with self._lock:
+                self._ended[generation_id] = record.ended_at
+        for waiter in tuple(record.waiters):
+            waiter.set()
 
-    def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[Event | None]:
-        """Replay from ``after + 1``, then follow live until the end."""
+    def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[list[Event] | None]:
+        """Replay from ``after + 1`` in batches, then follow live until the end."""
         record = self._get(generation_id)
-        position = max(after + 1, 0)
-        while True:
-            with record.changed:
-                if position >= len(record.events) and record.ended_at is None:
-                    if not record.changed.wait(idle_s):
-                        batch = None
-                    else:
-                        batch = record.events[position:]
-                else:
-                    batch = record.events[position:]
-                ended = record.ended_at is not None
-            if batch is None:
-                yield None
-                continue
-            for event in batch:
-                yield event
-            position += len(batch)
-            if ended and position >= len(record.events):
-                return
+        return self._follow(record, max(after + 1, 0), idle_s)
+
+    def _follow(self, record: _Record, position: int, idle_s: float) -> Iterator[list[Event] | None]:
+        wake = threading.Event()
+        idle = [False]
+
+        def ping() -> None:
+            idle[0] = True
+            wake.set()
+
+        beat = Deadline(time.monotonic() + idle_s, ping)
+        record.waiters.add(wake)
+        self.ticker.add(beat)
+        try:
+            while True:
+                events = record.events
+                if position < len(events):
+                    batch = events[position : position + _BATCH]
+                    position += len(batch)
+                    beat.at = time.monotonic() + idle_s
+                    yield batch
+                    if batch[-1].type in TERMINAL:
+                        return
+                    continue
+                if record.ended_at is not None:
+                    return
+                wake.clear()
+                if position < len(record.events) or record.ended_at is not None:
+                    continue
+                wake.wait()
+                if idle[0]:
+                    idle[0] = False
+                    beat.at = time.monotonic() + idle_s
+                    self.ticker.add(beat)
+                    if position >= len(record.events):
+                        yield None
+        finally:
+            record.waiters.discard(wake)
+            self.ticker.discard(beat)
 
     def key_of(self, generation_id: str) -> str | None:
         """The id of the API key that started it (None with keys off)."""

@@ -182,12 +182,12 @@ class RedisBroker:
         """The id of the API key that started it (None with keys off)."""
         return self._state(generation_id).get(b"key", b"").decode() or None
 
-    def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[Event | None]:
-        """Replay after ``after``, then follow live; see the module docstring."""
+    def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[list[Event] | None]:
+        """Replay after ``after`` in batches, then follow live; see the module docstring."""
         self._state(generation_id)
         return self._listen(generation_id, max(after, -1), idle_s)
 
-    def _listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[Event | None]:
+    def _listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[list[Event] | None]:
         stream = self._stream(generation_id)
         last_id = f"0-{after + 1}"
         quiet_since = time.monotonic()
@@ -196,16 +196,16 @@ class RedisBroker:
                 reply = self.redis.xread({stream: last_id}, count=_BATCH, block=int(min(idle_s, _POLL_S) * 1000) or 1)
             except redis.RedisError:
                 log.warning("redis unreachable while following %s", generation_id)
-                yield _lost_event("The event store is unreachable; resume with Last-Event-ID shortly.")
+                yield [_lost_event("The event store is unreachable; resume with Last-Event-ID shortly.")]
                 return
             if reply:
+                batch = []
                 for entry_id, fields in reply[0][1]:
                     last_id = entry_id.decode()
-                    seq = int(last_id.split("-")[1]) - 1
-                    event = Event.from_json(seq, fields[b"d"].decode())
-                    yield event
-                    if event.type in events.TERMINAL:
-                        return
+                    batch.append(Event.from_json(int(last_id.split("-")[1]) - 1, fields[b"d"].decode()))
+                yield batch
+                if batch[-1].type in events.TERMINAL:
+                    return
                 quiet_since = time.monotonic()
                 continue
             try:

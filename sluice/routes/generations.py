@@ -11,6 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 
 from .. import relay, sse
+from ..broker import one_by_one
 from ..chat import parse_chat, read_json
 from ..errors import GenerationNotFound, InvalidRequest
 from ..events import TERMINAL
@@ -99,7 +100,7 @@ def cancel(generation_id: str) -> Response:
     if current["status"] == "running":
         if not generations.cancel(generation_id):
             broker.request_cancel(generation_id)
-        for event in broker.listen(generation_id, current["events"] - 1, _CANCEL_WAIT_S):
+        for event in one_by_one(broker.listen(generation_id, current["events"] - 1, _CANCEL_WAIT_S)):
             if event is None or event.type in TERMINAL:
                 break
     return jsonify(broker.state(generation_id))

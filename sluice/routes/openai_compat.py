@@ -19,6 +19,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import relay, sse
+from ..broker import one_by_one
 from ..catalog import list_models
 from ..chat import ChatRequest, parse_chat, read_json
 from ..errors import InvalidRequest, error_body, error_from_code
@@ -115,7 +116,7 @@ def chat_completions() -> Response:
         "model": chat.model,
     }
     if chat.stream:
-        chunks = _chunks(stream.events(), base, include_usage)
+        chunks = _chunks(one_by_one(stream.events()), base, include_usage)
         return relay.streaming_response(chunks, sse.MIMETYPE, stream.close)
     text, last = relay.collect(stream)
     return jsonify(

@@ -26,6 +26,7 @@ from typing import Any
 from flask import Blueprint, current_app, g
 from flask_sock import Sock
 
+from ..broker import one_by_one
 from ..chat import parse_chat
 from ..errors import GenerationNotFound, InvalidRequest, SluiceError
 from ..events import TERMINAL, dumps, error
@@ -111,7 +112,7 @@ class _Session:
 
     def _follow(self, generation_id: str, after: int) -> None:
         broker = self.generations.broker
-        listener = broker.listen(generation_id, after, self.heartbeat_s)
+        listener = one_by_one(broker.listen(generation_id, after, self.heartbeat_s))
         self.detach()
         broker.attach(generation_id)
         self.generation_id = generation_id
