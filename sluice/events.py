@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from flask.json.provider import DefaultJSONProvider
 
 from providers import Finish
@@ -36,8 +37,18 @@ def escape_line_separators(text: str) -> str:
 
 
 def dumps(obj: Any) -> str:
-    """Compact JSON with UTF-8 text kept as is, line separators escaped."""
-    return escape_line_separators(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+    """Compact JSON with UTF-8 text kept as is, line separators escaped.
+
+    orjson writes the same bytes as ``json.dumps(ensure_ascii=False,
+    separators=(",", ":"))``, an order of magnitude faster (it is on every
+    token). Text it cannot encode (a lone surrogate a provider sent) falls back
+    to ASCII-escaped JSON, which still decodes to the same string.
+    """
+    try:
+        text = orjson.dumps(obj).decode("utf-8")
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":"))
+    return escape_line_separators(text)
 
 
 class JSONProvider(DefaultJSONProvider):

@@ -9,7 +9,7 @@ import pytest
 from providers import Abort, Finish, Registry
 from providers.demo import DemoProvider, answer, pieces
 from providers.ollama import iter_lines
-from sluice import events
+from sluice import events, sse
 from sluice.broker import one_by_one
 from sluice.broker.memory import MemoryBroker
 from sluice.ticker import Ticker
@@ -259,3 +259,9 @@ def test_runner_retries_retryable_failures_before_the_first_token_then_falls_bac
 def test_runner_max_stream_duration_ends_with_length():
     out = _run(["a", "hang"], Limits(5, 5, max_stream_s=0.1))
     assert out[-1].data["finish_reason"] == "length"
+
+
+def test_event_json_survives_a_lone_surrogate_from_a_provider():
+    event = Event.make(1, events.delta("a\ud800b"))
+    assert event.json == '{"type":"delta","content":"a\\ud800b"}'
+    assert sse.frame(event).encode()  # writable as UTF-8
