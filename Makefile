@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PORT    ?= 8000
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run dev test test-fast system-deps clean
+.PHONY: run dev test test-fast system-deps vendor clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,7 @@ system-deps:
 	 command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing="$$missing nginx"; \
 	 command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	 command -v chromium >/dev/null || missing="$$missing chromium"; \
 	 [ -z "$$missing" ] || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; }
 
 ## test: install what is needed, then the whole suite
@@ -40,6 +41,22 @@ test: $(VENV)/.dev system-deps
 ## test-fast: the suite without the groups marked slow
 test-fast: $(VENV)/.dev
 	$(PY) -m pytest -q -m "not slow"
+
+## vendor: refresh static/vendor/ from the npm registry (the exact versions of package.json + package-lock.json)
+vendor:
+	@command -v npm >/dev/null || { echo "make vendor needs npm (apt-get install -y npm)"; exit 1; }
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	cp package.json package-lock.json "$$tmp/"; \
+	(cd "$$tmp" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error); \
+	m="$$tmp/node_modules"; v=static/vendor; \
+	rm -rf $$v/markdown-it $$v/dompurify $$v/highlight; \
+	mkdir -p $$v/markdown-it/bundled $$v/dompurify $$v/highlight; \
+	cp $$m/markdown-it/dist/browser/markdown-it.umd.min.js $$m/markdown-it/LICENSE $$v/markdown-it/; \
+	for p in entities linkify-it mdurl punycode.js uc.micro; do cp $$m/$$p/LICENSE* $$v/markdown-it/bundled/$$p.LICENSE; done; \
+	cp $$m/dompurify/dist/purify.min.js $$m/dompurify/LICENSE $$v/dompurify/; \
+	cp $$m/@highlightjs/cdn-assets/highlight.min.js $$m/@highlightjs/cdn-assets/LICENSE $$v/highlight/; \
+	cp $$m/@highlightjs/cdn-assets/styles/github.min.css $$m/@highlightjs/cdn-assets/styles/github-dark.min.css $$v/highlight/; \
+	(cd "$$tmp" && npm ls --depth=0 --parseable --long | tail -n +2 | sed 's|.*:||; s|^|vendored |')
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/artifacts

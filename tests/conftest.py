@@ -134,7 +134,8 @@ class Server:
                 self.process.wait(5)
 
 
-def _start(log_dir: Path, settings: dict[str, str], workers: int = 1) -> Server:
+def launch_server(log_dir: Path, settings: dict[str, str], workers: int = 1) -> Server:
+    """Start gunicorn (one gevent worker by default) on a pre-bound free port with ``settings``."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -169,7 +170,7 @@ def _start(log_dir: Path, settings: dict[str, str], workers: int = 1) -> Server:
 def server(tmp_path_factory, ollama_upstream: FakeOllama, openai_upstream: FakeOpenAI) -> Iterator[Server]:
     """The session's gunicorn + gevent server, pointed at the fakes."""
     settings = {**BASE_SETTINGS, **upstream_settings(ollama_upstream, openai_upstream)}
-    srv = _start(tmp_path_factory.mktemp("server"), settings)
+    srv = launch_server(tmp_path_factory.mktemp("server"), settings)
     yield srv
     srv.stop()
 
@@ -181,7 +182,7 @@ def start_server(tmp_path: Path, fake_ollama: FakeOllama, fake_openai: FakeOpenA
 
     def start(workers: int = 1, **settings: str) -> Server:
         merged = {**BASE_SETTINGS, **upstream_settings(fake_ollama, fake_openai), **settings}
-        srv = _start(tmp_path, merged, workers)
+        srv = launch_server(tmp_path, merged, workers)
         started.append(srv)
         return srv
 

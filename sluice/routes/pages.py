@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, Response, current_app, make_response, render_template
 
 bp = Blueprint("pages", __name__)
 
+# Everything the page loads comes from Sluice itself; a model's answer can
+# neither run script nor make the browser fetch elsewhere, even if sanitising failed.
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
 
 @bp.get("/")
-def index() -> str:
+def index() -> Response:
     """The chat page, rendered with the default model preselected."""
-    return render_template("index.html", default_model=current_app.config["SLUICE_DEFAULT_MODEL"])
+    response = make_response(render_template("index.html", default_model=current_app.config["SLUICE_DEFAULT_MODEL"]))
+    response.headers["Content-Security-Policy"] = _CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

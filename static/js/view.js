@@ -1,0 +1,223 @@
+// The conversation's messages as DOM. The view holds no state of its own: it
+// draws a conversation, and redraws one answer while it streams.
+
+import { copyText, renderMarkdown } from "./markdown.js";
+
+/** Headline and hint for an error code (the server's message is shown below it). */
+const ERRORS = {
+  unauthorized: "This server needs an API key.",
+  rate_limited: "Too many requests for now.",
+  upstream_unavailable: "The model's provider cannot be reached.",
+  upstream_error: "The model's provider answered with an error.",
+  upstream_timeout: "The model took too long to answer.",
+  model_not_found: "This model is not available.",
+  overloaded: "Sluice is busy.",
+  server_shutting_down: "Sluice is restarting.",
+  generation_lost: "The answer was lost on the server.",
+  generation_not_found: "This answer is no longer on the server.",
+  interrupted: "The page was closed before the answer started.",
+  network_error: "Sluice cannot be reached.",
+  payload_too_large: "This conversation is too long to send.",
+  invalid_request: "Sluice refused the request.",
+};
+
+export function errorHeadline(error) {
+  return ERRORS[error.code] || "Something went wrong.";
+}
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function button(text, className, onClick, label) {
+  const node = element("button", className, text);
+  node.type = "button";
+  if (label) node.setAttribute("aria-label", label);
+  node.addEventListener("click", onClick);
+  return node;
+}
+
+/** "demo/echo · first token 85 ms · 41.2 tokens/s · 14 tokens" */
+export function statsLine(answer, connection) {
+  const parts = [answer.model];
+  const stats = answer.stats || {};
+  if (stats.firstAt && stats.sentAt) parts.push(`first token ${Math.max(0, stats.firstAt - stats.sentAt)} ms`);
+  const tokens = (answer.usage && answer.usage.completion_tokens) || answer.deltas || 0;
+  if (answer.status === "streaming" || answer.status === "pending") {
+    parts.push(connection === "reconnecting" ? "connection lost, reconnecting…" : "streaming…");
+  } else if (tokens) {
+    const seconds = stats.doneAt && stats.firstAt ? (stats.doneAt - stats.firstAt) / 1000 : 0;
+    if (seconds > 0 && tokens > 1) parts.push(`${(tokens / seconds).toFixed(1)} tokens/s`);
+    parts.push(`${tokens} token${tokens === 1 ? "" : "s"}`);
+  }
+  if (answer.status === "stopped") parts.push("stopped");
+  if (answer.finishReason === "length") parts.push("cut at the length limit");
+  return parts.join(" · ");
+}
+
+/**
+ * @param {object} elements
+ * @param {HTMLOListElement} elements.list
+ * @param {HTMLElement} elements.empty shown when the conversation has no message
+ * @param {object} actions callbacks: retry(i), regenerate(i), edit(i, text), stop(i), useKey(key, i)
+ */
+export function createView({ list, empty }, actions) {
+  /** Per-answer transient state (connection) lives in the controller; it is passed in. */
+  let busy = false;
+
+  function userItem(message, index) {
+    const item = element("li", "msg user");
+    item.dataset.index = String(index);
+    const bubble = element("div", "bubble");
+    bubble.append(element("span", "visually-hidden", "You said:"), element("div", "text", message.content));
+    const tools = element("div", "actions");
+    const edit = button("Edit", "ghost", () => editForm(item, message, index), "Edit and resend this message");
+    edit.disabled = busy;
+    tools.append(edit);
+    item.append(bubble, tools);
+    return item;
+  }
+
+  function editForm(item, message, index) {
+    const form = element("form", "edit-form");
+    const area = element("textarea");
+    area.value = message.content;
+    area.rows = Math.min(10, message.content.split("\n").length + 1);
+    area.setAttribute("aria-label", "Edit your message");
+    const send = element("button", "primary", "Send");
+    send.type = "submit";
+    const cancel = button("Cancel", "ghost", () => item.replaceWith(userItem(message, index)));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const text = area.value.trim();
+      if (text) actions.edit(index, text);
+    });
+    area.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        form.requestSubmit();
+      } else if (event.key === "Escape") {
+        cancel.click();
+      }
+    });
+    const row = element("div", "actions");
+    row.append(send, cancel);
+    form.append(area, row);
+    item.replaceChildren(form);
+    area.focus();
+  }
+
+  function errorBox(answer, index) {
+    const box = element("div", "error-box");
+    box.setAttribute("role", "alert");
+    box.append(element("strong", "", errorHeadline(answer.error)));
+    const detail = [answer.error.message];
+    if (answer.error.retryAfter) detail.push(`Try again in ${answer.error.retryAfter} s.`);
+    box.append(element("p", "error-detail", detail.filter(Boolean).join(" ")));
+    if (answer.error.code === "unauthorized") {
+      const form = element("form", "key-form");
+      const label = element("label", "", "API key");
+      const input = element("input");
+      input.type = "password";
+      input.autocomplete = "off";
+      input.name = "api-key";
+      input.required = true;
+      label.append(input);
+      const use = element("button", "primary", "Use key and retry");
+      use.type = "submit";
+      form.append(label, use);
+      form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        actions.useKey(input.value.trim(), index);
+      });
+      box.append(form);
+    } else {
+      const retry = button("Retry", "primary retry", () => actions.retry(index));
+      retry.disabled = busy;
+      box.append(retry);
+    }
+    return box;
+  }
+
+  /** Fill an answer's `<li>`; its `.md` node is kept across redraws (a live region must stay put). */
+  function fillAnswer(item, answer, index, isLast, connection) {
+    const live = answer.status === "pending" || answer.status === "streaming";
+    item.className = `msg assistant ${answer.status}`;
+    item.dataset.index = String(index);
+    item.dataset.state = answer.status;
+    let bubble = item.querySelector(":scope > .bubble");
+    let body = bubble && bubble.querySelector(":scope > .md");
+    if (!body) {
+      bubble = element("div", "bubble");
+      bubble.append(element("span", "visually-hidden", "Sluice answered:"));
+      body = element("div", "md");
+      // Announced politely, once complete: aria-busy holds the announcement while it streams.
+      body.setAttribute("aria-live", "polite");
+      bubble.append(body);
+      item.replaceChildren(bubble);
+    }
+    body.setAttribute("aria-busy", String(live));
+    if (answer.content || live) renderMarkdown(body, answer.content, { live });
+    else body.replaceChildren();
+    while (body.nextSibling) body.nextSibling.remove();
+    if (answer.status === "error" && answer.error) bubble.append(errorBox(answer, index));
+    bubble.append(element("p", "meta", statsLine(answer, connection)));
+
+    while (bubble.nextSibling) bubble.nextSibling.remove();
+    const tools = element("div", "actions");
+    if (answer.content) {
+      tools.append(button("Copy", "ghost", (event) => copyText(answer.content, event.currentTarget), "Copy this answer"));
+    }
+    if (isLast && !live && answer.status !== "error") {
+      const again = button("Regenerate", "ghost regenerate", () => actions.regenerate(index), "Regenerate this answer");
+      again.disabled = busy;
+      tools.append(again);
+    }
+    if (tools.childElementCount) item.append(tools);
+    return item;
+  }
+
+  function itemFor(conversation, index, connectionOf) {
+    const message = conversation.messages[index];
+    if (message.role === "user") return userItem(message, index);
+    const isLast = index === conversation.messages.length - 1;
+    return fillAnswer(element("li"), message, index, isLast, connectionOf(message));
+  }
+
+  return {
+    /** Draw the whole conversation. */
+    render(conversation, isBusy, connectionOf) {
+      busy = isBusy;
+      const items = conversation.messages.map((_, index) => itemFor(conversation, index, connectionOf));
+      list.replaceChildren(...items);
+      empty.hidden = items.length > 0;
+    },
+    /** Redraw one answer in place (it streams, or its state changed). */
+    update(conversation, index, isBusy, connectionOf) {
+      busy = isBusy;
+      const old = list.querySelector(`li[data-index="${index}"]`);
+      const message = conversation.messages[index];
+      if (!old || message.role !== "assistant") {
+        this.render(conversation, isBusy, connectionOf);
+        return;
+      }
+      if (old.dataset.state === "streaming" && message.status === "streaming") {
+        // More text: only the text and the stats line change.
+        renderMarkdown(old.querySelector(".md"), message.content, { live: true });
+        old.querySelector(".meta").textContent = statsLine(message, connectionOf(message));
+        return;
+      }
+      fillAnswer(old, message, index, index === conversation.messages.length - 1, connectionOf(message));
+    },
+    /** Enable or disable what must wait while an answer streams (Edit, Retry, Regenerate). */
+    setBusy(isBusy) {
+      busy = isBusy;
+      for (const control of list.querySelectorAll(".msg.user .actions button, .retry, .regenerate")) {
+        control.disabled = isBusy;
+      }
+    },
+  };
+}
