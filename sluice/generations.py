@@ -25,6 +25,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +65,7 @@ class Generation:
     detached: bool = False
     owner: str | None = None
     task: Task | None = None
+    events: Iterator[Event | None] | None = None  # set when the caller drives it
     started: float = field(default_factory=time.monotonic)
     first_token_s: float | None = None
     tokens: int = 0
@@ -119,11 +121,21 @@ class Generations:
         self._janitor: Task | None = None
         self._cancels: Task | None = None
 
-    def start(self, request: ChatRequest, detached: bool = False, owner: str | None = None) -> Generation:
-        """Start ``request`` in the background.
+    def start(
+        self,
+        request: ChatRequest,
+        detached: bool = False,
+        owner: str | None = None,
+        drive: tuple[float, float] | None = None,
+    ) -> Generation:
+        """Start ``request``: in the background, or driven by the caller.
 
         :param detached: run on without listeners, within the detach grace.
         :param owner: the API key id that started it (only it may read or cancel it).
+        :param drive: ``(first_idle_s, idle_s)``: the caller runs the generation itself
+            by iterating ``generation.events`` (``None`` after each idle gap), and
+            closes it when done. A connection-tied stream does this: no task of its
+            own, and its events reach it without a trip through the broker.
         :raise sluice.errors.ModelNotFound: the provider is unknown.
         :raise sluice.errors.Overloaded: this worker runs ``max_streams`` already,
             or the broker has no room for another generation.
@@ -151,7 +163,10 @@ class Generations:
         if self.metrics:
             self.metrics.active_streams.inc()
             self.metrics.streams_started.labels(generation.provider).inc()
-        generation.task = spawn(self._run, generation, request, attempts)
+        if drive is None:
+            generation.task = spawn(self._run, generation, request, attempts)
+        else:
+            generation.events = self._events(generation, request, attempts, *drive)
         self._ensure_tasks()
         return generation
 
@@ -183,19 +198,36 @@ class Generations:
                     )
 
     def _run(self, generation: Generation, request: ChatRequest, attempts: list[tuple[Any, str]]) -> None:
+        for _ in self._events(generation, request, attempts):
+            pass
+
+    def _events(
+        self,
+        generation: Generation,
+        request: ChatRequest,
+        attempts: list[tuple[Any, str]],
+        first_idle_s: float | None = None,
+        idle_s: float | None = None,
+    ) -> Iterator[Event | None]:
         def publish(event: Event) -> None:
             self.broker.publish(generation.id, event)
             self._observe(generation, event)
 
         try:
-            runner.run(generation.id, request, attempts, generation.abort, publish, self.limits, self.ticker)
+            yield from runner.run_events(
+                generation.id, request, attempts, generation.abort, publish, self.limits, self.ticker,
+                idle_s, first_idle_s,
+            )
         except Exception as exc:  # a broker that went away, or a bug; never a user error
             log.error("generation %s failed: %s", generation.id, type(exc).__name__, exc_info=exc)
             try:  # listeners must still see the one event that ends every generation
                 seq = self.broker.state(generation.id)["events"]
-                publish(Event.make(seq, events.error(SluiceError())))
+                last = Event.make(seq, events.error(SluiceError()))
+                publish(last)
             except Exception:
                 log.warning("could not record the end of %s", generation.id)
+                last = Event.make(-1, events.error(SluiceError()))
+            yield last
         finally:
             self._release(generation.id)
 

@@ -4,9 +4,12 @@
 the response (SPEC.md "Errors") until the first event after ``start``, a
 failure, or ``SLUICE_HOLD_S``. A failure while held is raised as the
 contract's HTTP error; otherwise the caller renders ``Relay.events()`` in its
-format. ``Relay.close`` (called by the WSGI server when the response ends or
-the client goes away) stops the watcher and cancels a generation still running,
-so the upstream is closed within the second either way.
+format. The response's own greenlet drives the generation (no task of its own,
+no trip through the broker, which still records every event for anyone else
+who follows it by id). ``Relay.close`` (called by the WSGI server when the
+response ends or the client goes away) stops the watcher and ends a
+generation still running, so the upstream is closed within the second either
+way.
 """
 
 from __future__ import annotations
@@ -33,16 +36,23 @@ class Relay:
         self.generations = generations
         self.generation = generation
         self._stop_watch = stop_watch
-        self.heartbeat_s: float = current_app.config["SLUICE_HEARTBEAT_S"]
+        self.held: list[Event] = []  # what the hold read before the response began
 
     def events(self) -> Iterator[list[Event] | None]:
-        """All events from ``start``, in batches; ``None`` after each idle gap of ``SLUICE_HEARTBEAT_S``."""
-        return self.generations.broker.listen(self.generation.id, -1, self.heartbeat_s)
+        """All events from ``start``, one per batch; ``None`` after each idle gap of ``SLUICE_HEARTBEAT_S``."""
+        if self.held:
+            yield self.held
+        assert self.generation.events is not None
+        for event in self.generation.events:
+            yield None if event is None else [event]
 
     def close(self) -> None:
-        """Stop watching the client; cancel the generation if it still runs."""
+        """Stop watching the client; end the generation if it still runs."""
         self._stop_watch()
         self.generations.cancel(self.generation.id, "disconnected")
+        assert self.generation.events is not None
+        # Runs the runner's cleanup (and the slot's release) wherever it stopped.
+        self.generation.events.close()
 
 
 class _Body:
@@ -76,20 +86,25 @@ def open_stream(chat: ChatRequest, environ: Mapping[str, Any] | None = None) -> 
     :raise sluice.errors.SluiceError: any failure before the first token, within the hold.
     """
     generations: Generations = current_app.extensions["sluice"]
-    generation = generations.start(chat, owner=g.get("key_id"))
-    g.generation = generation
-    stop_watch = disconnect.watch(
-        environ if environ is not None else request.environ,
-        lambda: generations.cancel(generation.id, "disconnected"),
+    config = current_app.config
+    generation = generations.start(
+        chat, owner=g.get("key_id"), drive=(config["SLUICE_HOLD_S"], config["SLUICE_HEARTBEAT_S"])
     )
-    relay = Relay(generations, generation, stop_watch)
+    assert generation.events is not None
+    g.generation = generation
+    relay = Relay(generations, generation, lambda: None)
     try:
-        hold_s: float = current_app.config["SLUICE_HOLD_S"]
-        batch = next(generations.broker.listen(generation.id, 0, hold_s), None)
-        first = batch[0] if batch else None
-        if first is not None and first.type == "error":
-            error = first.data["error"]
-            raise error_from_code(error["code"], error["message"])
+        relay.held.append(next(generation.events))  # start: the runner is under way
+        relay._stop_watch = disconnect.watch(
+            environ if environ is not None else request.environ,
+            lambda: generations.cancel(generation.id, "disconnected"),
+        )
+        first = next(generation.events)  # the first token, the end, or None: the hold is over
+        if first is not None:
+            relay.held.append(first)
+            if first.type == "error":
+                error = first.data["error"]
+                raise error_from_code(error["code"], error["message"])
     except BaseException:
         relay.close()
         raise

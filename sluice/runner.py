@@ -22,9 +22,10 @@ import logging
 import queue
 import random
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass
+from typing import Any
 
 from providers import Abort, Finish, Provider
 
@@ -35,11 +36,11 @@ from .events import Event
 from .tasks import spawn
 from .ticker import Deadline, Ticker
 
-__all__ = ["Limits", "run"]
+__all__ = ["Limits", "run", "run_events"]
 
 log = logging.getLogger(__name__)
 
-_PIECE, _FINISH, _FAIL, _ABORTED = range(4)
+_PIECE, _FINISH, _FAIL, _ABORTED, _IDLE = range(5)
 _MAX_BACKOFF_S = 10.0
 _FAIR_EVERY = 16
 
@@ -120,7 +121,7 @@ def _pump(
             raise
 
 
-def run(
+def run_events(
     generation_id: str,
     request: ChatRequest,
     attempts: list[tuple[Provider, str]],
@@ -128,12 +129,17 @@ def run(
     publish: Callable[[Event], None],
     limits: Limits,
     ticker: Ticker,
-) -> Event:
-    """Run one generation to its end, publishing every event; return the last one.
+    idle_s: float | None = None,
+    first_idle_s: float | None = None,
+) -> Iterator[Event | None]:
+    """Run one generation to its end, publishing every event and yielding it too.
 
     :param attempts: the provider and model name (``llama3``) to use, then its fallbacks.
     :param publish: receives ``start``, the deltas and one ``done`` or ``error``.
-    :param ticker: watches the first-token, idle and whole-stream deadlines.
+    :param ticker: watches the deadlines (first token, idle, whole stream, and idle gaps).
+    :param idle_s: with it, ``None`` is yielded whenever nothing was yielded for that
+        long (heartbeats for a connection that drives the generation itself).
+    :param first_idle_s: the first such gap, when it differs (the response hold).
     """
     seq = 0
 
@@ -144,7 +150,7 @@ def run(
         publish(event)
         return event
 
-    emit(events.start(generation_id, request.model))
+    yield emit(events.start(generation_id, request.model))
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     # Registered before the pump starts so an abort in any phase wakes the runner.
     abort.on_abort(lambda: inbox.put((_ABORTED, None)))
@@ -160,27 +166,54 @@ def run(
 
     # The deadline moves forward with each piece; expiring aborts, which wakes the loop.
     deadline = ticker.add(Deadline(min(started + limits.first_token_s, end_by), expire))
+    gap = None
+    if idle_s is not None:
+        first_gap = first_idle_s if first_idle_s is not None else idle_s
+        gap = ticker.add(Deadline(started + first_gap, lambda: inbox.put((_IDLE, None))))
     try:
         while True:
             kind, value = inbox.get()
+            if kind == _IDLE:
+                if gap is not None and not abort.is_set:
+                    gap.at = time.monotonic() + idle_s
+                    ticker.add(gap)
+                    yield None
+                continue
             if abort.is_set:
                 kind = _ABORTED
             if kind == _PIECE:
                 pieces += 1
                 deadline.at = min(time.monotonic() + limits.idle_s, end_by)
-                emit(events.delta(value))
+                if gap is not None:
+                    gap.at = time.monotonic() + idle_s
+                yield emit(events.delta(value))
                 if seq >= limits.max_events - 1:  # room for the final event only
                     abort.abort("length")
             elif kind == _FINISH:
-                return emit(events.done(value))
+                yield emit(events.done(value))
+                return
             elif kind == _FAIL:
-                return emit(events.error(_as_error(value)))
+                yield emit(events.error(_as_error(value)))
+                return
             else:
-                return _emit_aborted(emit, abort.reason, pieces)
+                yield _emit_aborted(emit, abort.reason, pieces)
+                return
     finally:
-        # Whatever ended the loop, the upstream is closed and the pump ends.
+        # Whatever ended the loop (the consumer too, by closing us), the upstream
+        # is closed and the pump ends.
         ticker.discard(deadline)
+        if gap is not None:
+            ticker.discard(gap)
         abort.abort("finished")
+
+
+def run(*args: Any, **kwargs: Any) -> Event:
+    """Run a generation to its end in the background (see ``run_events``); return the last event."""
+    last = None
+    for event in run_events(*args, **kwargs):
+        last = event
+    assert last is not None
+    return last
 
 
 def _emit_aborted(emit: Callable[[dict], Event], reason: str | None, pieces: int) -> Event:
