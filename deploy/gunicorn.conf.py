@@ -62,7 +62,19 @@ def post_worker_init(worker):
     running with an ``error`` event ``server_shutting_down`` so their clients
     retry (and, with Redis, resume elsewhere) instead of seeing a cut connection.
     """
+    import gc
+
     import gevent
+
+    # What start-up allocated (modules, the app) is never garbage: keep the
+    # collector from walking it again, and let it run less often, so a full
+    # collection does not pause thousands of streams at once (see README,
+    # "Performance"). SLUICE_GC_THRESHOLD=off leaves Python's defaults.
+    threshold = os.environ.get("SLUICE_GC_THRESHOLD", "50000,20,100")
+    if threshold != "off":
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*(int(part) for part in threshold.split(",")))
 
     generations = worker.wsgi.extensions["sluice"]
     grace = worker.cfg.graceful_timeout

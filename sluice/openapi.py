@@ -84,6 +84,7 @@ DOCUMENT: dict[str, Any] = {
                 "parameters": [
                     {"name": "prompt", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1}},
                     {"name": "model", "in": "query", "schema": {"type": "string"}},
+                    {"name": "max_tokens", "in": "query", "schema": {"type": "integer", "minimum": 1}},
                 ],
                 "responses": {"200": {"description": "text/event-stream"}, "204": {"description": "Reconnect"}, **_errors(400, 401, 404, 429, 502, 503, 504)},
             }

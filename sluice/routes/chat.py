@@ -50,7 +50,10 @@ def chat() -> Response:
 
 @bp.get("/stream")
 def classic() -> Response:
-    """The minimal form for ``EventSource`` + ``onmessage``: text ``data:`` events, then ``done``."""
+    """The minimal form for ``EventSource`` + ``onmessage``: text ``data:`` events, then ``done``.
+
+    Query: ``prompt`` (required), ``model``, ``max_tokens``.
+    """
     # A reconnect (the browser sends Last-Event-ID) would re-run the prompt and pay
     # for a second answer: 204 tells EventSource to stop instead.
     if request.headers.get("Last-Event-ID") is not None:
@@ -62,11 +65,13 @@ def classic() -> Response:
     if len(prompt.encode("utf-8")) > config["SLUICE_MAX_BODY_BYTES"]:
         raise InvalidRequest("The prompt is too long.")
     model = request.args.get("model") or config["SLUICE_DEFAULT_MODEL"]
-    chat_request = parse_chat(
-        {"model": model, "messages": [{"role": "user", "content": prompt}]},
-        config["SLUICE_DEFAULT_MODEL"],
-    )
-    return _stream_response("classic", chat_request)
+    body: dict = {"model": model, "messages": [{"role": "user", "content": prompt}]}
+    if "max_tokens" in request.args:
+        try:
+            body["options"] = {"max_tokens": int(request.args["max_tokens"])}
+        except ValueError:
+            raise InvalidRequest("max_tokens must be a positive integer.") from None
+    return _stream_response("classic", parse_chat(body, config["SLUICE_DEFAULT_MODEL"]))
 
 
 @bp.get("/api/models")
