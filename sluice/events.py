@@ -11,7 +11,6 @@ characters ``splitlines`` breaks on, which are all below U+0020.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -60,28 +59,43 @@ class JSONProvider(DefaultJSONProvider):
         return escape_line_separators(super().dumps(obj, **kwargs))
 
 
-@dataclass(frozen=True, slots=True)
 class Event:
-    """One numbered event of a generation."""
+    """One numbered event of a generation.
 
-    seq: int
-    data: dict[str, Any]
-    json: str
+    It keeps its JSON text, its type and (for a delta) its text, not the dict it
+    was made from: a generation keeps all its events for resumes, and a small
+    dict per token would double what that costs. ``data`` decodes on demand.
+    """
+
+    __slots__ = ("seq", "type", "json", "content")
+
+    def __init__(self, seq: int, type: str, json: str, content: str | None = None) -> None:
+        self.seq = seq
+        self.type = type  # start, delta, done or error
+        self.json = json
+        self.content = content  # a delta's text
 
     @property
-    def type(self) -> str:
-        """``start``, ``delta``, ``done`` or ``error``."""
-        return self.data["type"]
+    def data(self) -> dict[str, Any]:
+        """The event as a dict (decoded from its JSON)."""
+        return orjson.loads(self.json)
 
     @classmethod
     def make(cls, seq: int, data: dict[str, Any]) -> Event:
         """Number ``data`` and serialise it once."""
-        return cls(seq, data, dumps(data))
+        return cls(seq, data["type"], dumps(data), data.get("content"))
 
     @classmethod
     def from_json(cls, seq: int, text: str) -> Event:
         """Rebuild an event that a broker stored as JSON text."""
-        return cls(seq, json.loads(text), text)
+        data = json.loads(text)
+        return cls(seq, data["type"], text, data.get("content"))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and (self.seq, self.json) == (other.seq, other.json)
+
+    def __repr__(self) -> str:
+        return f"Event({self.seq}, {self.json})"
 
 
 def start(generation_id: str, model: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def ndjson_stream(batches: Iterable[list[Event] | None]) -> Iterator[bytes]:
 def text_stream(batches: Iterable[list[Event] | None]) -> Iterator[bytes]:
     """The answer's text alone, piece by piece; an error just ends the body early."""
     for batch in batches:
-        text = "".join(e.data["content"] for e in batch or () if e.type == "delta")
+        text = "".join(e.content for e in batch or () if e.type == "delta")
         if text:
             yield text.encode("utf-8")
 
@@ -52,7 +52,7 @@ def classic_stream(batches: Iterable[list[Event] | None], retry_ms: int) -> Iter
 
 def _classic_frame(event: Event) -> bytes:
     if event.type == "delta":
-        return sse.encode(event.data["content"], id=event.seq)
+        return sse.encode(event.content, id=event.seq)
     if event.type == "done":
         return sse.encode("", id=event.seq, event="done")
     if event.type == "error":

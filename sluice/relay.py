@@ -124,7 +124,7 @@ def collect(relay: Relay) -> tuple[str, Event]:
                 continue
             last = event
             if event.type == "delta":
-                parts.append(event.data["content"])
+                parts.append(event.content)
         assert last is not None
         if last.type == "error":
             raise error_from_code(last.data["error"]["code"], last.data["error"]["message"])

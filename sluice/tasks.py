@@ -15,13 +15,20 @@ from typing import Any
 __all__ = ["Task", "spawn", "gevent_active"]
 
 
+_patched = False
+
+
 def gevent_active() -> bool:
     """True when gevent has patched the socket module (gunicorn's gevent worker)."""
+    global _patched
+    if _patched:  # asked on every token: once patched, a process stays patched
+        return True
     try:
         from gevent import monkey
     except ImportError:  # pragma: no cover - gevent is a dependency
         return False
-    return bool(monkey.is_module_patched("socket"))
+    _patched = bool(monkey.is_module_patched("socket"))
+    return _patched
 
 
 class Task:

@@ -34,7 +34,7 @@ class Deadline:
 class Ticker:
     """Watches deadlines with one task per worker."""
 
-    def __init__(self, interval: float = 0.1) -> None:
+    def __init__(self, interval: float = 0.2) -> None:
         self.interval = interval
         self._deadlines: set[Deadline] = set()
         self._lock = threading.Lock()

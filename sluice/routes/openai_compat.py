@@ -91,7 +91,7 @@ def _chunks(events: Iterator[Event | None], base: dict[str, Any], include_usage:
         elif event.type == "start":
             yield frame(choice({"role": "assistant", "content": ""}))
         elif event.type == "delta":
-            yield frame(choice({"content": event.data["content"]}))
+            yield frame(choice({"content": event.content}))
         elif event.type == "done":
             yield frame(choice({}, _finish_reason(event.data)))
             if include_usage:
