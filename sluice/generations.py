@@ -173,6 +173,8 @@ class Generations:
     def _observe(self, generation: Generation, event: Event) -> None:
         """Keep the generation's summary and the metrics up to date (one place, every provider)."""
         kind = event.type
+        if self.metrics:
+            self.metrics.unflushed_events += 1
         if kind == "delta":
             generation.tokens += 1
             if generation.first_token_s is None:

@@ -245,6 +245,23 @@ def test_metrics_count_streams_tokens_and_errors(make_client):
 
 
 @pytest.mark.slow
+def test_metrics_show_event_loop_lag_and_events_under_gunicorn(server):
+    before = _sample(server, "sluice_events_published_total")
+    r = requests.post(server.url + "/api/chat", json={**CHAT, "stream": False}, timeout=10)
+    assert r.status_code == 200
+    # start, 14 deltas, done; the loop watcher flushes the count every half second.
+    wait_until(lambda: _sample(server, "sluice_events_published_total") >= before + 16, 5.0, "the event count")
+    wait_until(lambda: _sample(server, "sluice_event_loop_lag_seconds_count") >= 1, 5.0, "a lag sample")
+
+
+def _sample(server, name: str) -> float:
+    for line in requests.get(server.url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+@pytest.mark.slow
 def test_metrics_are_summed_over_workers(start_server, tmp_path):
     from tests.test_redis import RedisServer
 
