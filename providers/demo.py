@@ -17,14 +17,14 @@ of words in all messages, ``completion_tokens`` the number of pieces sent;
 from __future__ import annotations
 
 import re
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 
 from sluice.chat import ChatRequest
 from sluice.errors import ModelNotFound
 
 from . import Abort, Finish
 
-__all__ = ["DemoProvider", "answer", "pieces"]
+__all__ = ["DemoProvider", "answer", "iter_pieces", "pieces"]
 
 _PIECE = re.compile(r"\S+\s*|\s+")
 _WORD = re.compile(r"\S+")
@@ -36,10 +36,20 @@ def answer(message: str) -> str:
     return f"{message}\n\n```text\necho · {len(message)} chars · {words} words · ✓ 🙂\n```"
 
 
+def iter_pieces(message: str) -> Iterator[str]:
+    """The reply of ``demo/echo`` to ``message``, piece by piece as it is streamed.
+
+    Lazily: a stream holds one piece at a time, not a list of the whole answer.
+    """
+    footer = answer(message)[len(message) :]
+    for text in (message, footer):
+        for match in _PIECE.finditer(text):
+            yield match.group()
+
+
 def pieces(message: str) -> list[str]:
     """The reply of ``demo/echo`` to ``message``, split as it is streamed."""
-    footer = answer(message)[len(message) :]
-    return _PIECE.findall(message) + _PIECE.findall(footer)
+    return list(iter_pieces(message))
 
 
 class DemoProvider:
@@ -63,7 +73,7 @@ class DemoProvider:
         prompt_tokens = sum(len(_WORD.findall(m.content)) for m in request.messages)
         limit = request.max_tokens
         sent = 0
-        for piece in pieces(request.last_user_message):
+        for piece in iter_pieces(request.last_user_message):
             if limit is not None and sent >= limit:
                 return Finish("length", prompt_tokens, sent)
             if sent and self.delay_s and abort.pause(self.delay_s):

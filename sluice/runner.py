@@ -19,8 +19,8 @@ mapping of failures to error events.
 from __future__ import annotations
 
 import logging
-import queue
 import random
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
@@ -60,6 +60,34 @@ class Limits:
     retries: int = 2
 
 
+class _Inbox:
+    """What the pump, the ticker and an abort tell the runner, in order; one reader.
+
+    A list and an event, where ``queue.SimpleQueue`` (gevent's, once patched)
+    carries three deques: a couple of kilobytes per open stream. The list
+    rarely holds more than one item, so ``pop(0)`` costs nothing.
+    """
+
+    __slots__ = ("_items", "_ready")
+
+    def __init__(self) -> None:
+        self._items: list[tuple[int, Any]] = []
+        self._ready = threading.Event()
+
+    def put(self, item: tuple[int, Any]) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    def get(self) -> tuple[int, Any]:
+        items = self._items
+        while not items:
+            # Cleared before the second look: a put in between sets it again.
+            self._ready.clear()
+            if not items:
+                self._ready.wait()
+        return items.pop(0)
+
+
 def _backoff(attempt: int, error: SluiceError) -> float:
     """Full jitter on an exponential base, or the upstream's own ``Retry-After`` (capped)."""
     hinted = getattr(error, "upstream_retry_after", None)
@@ -72,7 +100,7 @@ def _pump(
     request: ChatRequest,
     attempts: list[tuple[Provider, str]],
     retries: int,
-    inbox: queue.SimpleQueue,
+    inbox: _Inbox,
     abort: Abort,
 ) -> None:
     """Read the provider into ``inbox``; before the first piece, retry and fall back.
@@ -151,7 +179,7 @@ def run_events(
         return event
 
     yield emit(events.start(generation_id, request.model))
-    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    inbox = _Inbox()
     # Registered before the pump starts so an abort in any phase wakes the runner.
     abort.on_abort(lambda: inbox.put((_ABORTED, None)))
     pump = spawn(_pump, request, attempts, limits.retries, inbox, abort)
