@@ -82,6 +82,16 @@ class OllamaProvider:
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=1024)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        # What requests would look up in the environment on every request (proxies,
+        # NO_PROXY, a CA bundle, .netrc), looked up once: the same settings for
+        # the same base URL, without a walk through os.environ per stream.
+        settings = self.session.merge_environment_settings(self.base_url, {}, None, None, None)
+        netrc_auth = requests.utils.get_netrc_auth(self.base_url)
+        self.session.trust_env = False
+        self.session.proxies = settings["proxies"]
+        self.session.verify = settings["verify"]
+        if netrc_auth:
+            self.session.auth = netrc_auth
 
     def _body(self, request: ChatRequest, model: str) -> dict[str, Any]:
         options: dict[str, Any] = {}

@@ -265,3 +265,15 @@ def test_event_json_survives_a_lone_surrogate_from_a_provider():
     event = Event.make(1, events.delta("a\ud800b"))
     assert event.json == '{"type":"delta","content":"a\\ud800b"}'
     assert sse.frame(event).encode()  # writable as UTF-8
+
+
+def test_ollama_reads_proxy_settings_once_as_requests_would(monkeypatch):
+    from providers.ollama import OllamaProvider
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    far = OllamaProvider("http://ollama.example:11434").session
+    near = OllamaProvider("http://localhost:11434").session
+    assert far.proxies.get("http") == "http://proxy.example:3128"
+    assert "http" not in near.proxies
+    assert not far.trust_env  # nothing more is looked up per request
