@@ -79,6 +79,15 @@ def post_worker_init(worker):
         gc.freeze()
         gc.set_threshold(*(int(part) for part in threshold.split(",")))
 
+    # gevent's server accepts up to 100 connections per wake-up and runs each new
+    # request until it blocks before anything else: a burst of new streams then
+    # delays every open stream's next event by the whole batch. 10 halved the
+    # p99 lateness of 500 open streams during a 1,000/s burst, and their time to
+    # first event (README, "Performance"). With several workers gunicorn sets 1.
+    from gevent.baseserver import BaseServer
+
+    BaseServer.max_accept = int(os.environ.get("SLUICE_MAX_ACCEPT", "10"))
+
     # Event-loop lag and events per second on /metrics, as the benchmark sees them.
     worker.wsgi.extensions["sluice.metrics"].watch_loop()
 
