@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PORT    ?= 8000
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run dev test test-fast system-deps vendor clean
+.PHONY: run dev test test-fast system-deps vendor bench bench-shared clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(VENV)/.runtime: requirements.txt
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+$(VENV)/.bench: $(VENV)/.runtime bench/requirements.txt
+	$(PY) -m pip install -q -r bench/requirements.txt
 	touch $@
 
 ## run: gunicorn with one gevent worker, the demo model and the page on :$(PORT)
@@ -57,6 +61,33 @@ vendor:
 	cp $$m/@highlightjs/cdn-assets/highlight.min.js $$m/@highlightjs/cdn-assets/LICENSE $$v/highlight/; \
 	cp $$m/@highlightjs/cdn-assets/styles/github.min.css $$m/@highlightjs/cdn-assets/styles/github-dark.min.css $$v/highlight/; \
 	(cd "$$tmp" && npm ls --depth=0 --parseable --long | tail -n +2 | sed 's|.*:||; s|^|vendored |')
+
+## bench: Sluice against a naive Flask baseline (W1-W5); table, rows and chart in bench-results/ (ARGS="--quick", ...)
+bench: $(VENV)/.bench
+	$(PY) bench/run.py $(ARGS)
+
+# The team's Go harness; see bench/README.md, "The shared yardstick".
+SHARED_BENCH ?= ../shared/bench
+SHARED_PORT  ?= 8000
+VENV_ABS   := $(abspath $(VENV))
+
+## bench-shared: the team's Go harness against Sluice and three peers (needs Go and BENCH_HOME=/some/dir)
+bench-shared: $(VENV)/.runtime
+	@[ -n "$(BENCH_HOME)" ] || { echo "bench-shared needs BENCH_HOME=/some/dir (the harness's builds, peers' venv and results)"; exit 1; }
+	@[ -x "$(SHARED_BENCH)/run_peers.sh" ] || { echo "no $(SHARED_BENCH)/run_peers.sh: set SHARED_BENCH"; exit 1; }
+	@command -v go >/dev/null || { echo "bench-shared needs Go to build the harness: $(SUDO) apt-get install -y golang-go"; exit 1; }
+	@[ -x "$(BENCH_HOME)/.venv-peers/bin/gunicorn" ] || { \
+	  $(PYTHON) -m venv "$(BENCH_HOME)/.venv-peers" && \
+	  "$(BENCH_HOME)/.venv-peers/bin/pip" install -q -r "$(SHARED_BENCH)/peers/requirements.txt"; }
+	BENCH_HOME="$(BENCH_HOME)" "$(SHARED_BENCH)/run_peers.sh" --only sluice,go-seed,sse-starlette,flask-gevent \
+	  --name sluice --cwd "$(CURDIR)" --port $(SHARED_PORT) \
+	  --cmd 'exec {pin} $(VENV_ABS)/bin/gunicorn -c deploy/gunicorn.conf.py -b 127.0.0.1:{port} wsgi:app' \
+	  --env SLUICE_DEMO_DELAY_MS={interval_ms} --env OLLAMA_BASE_URL={upstream} --env SLUICE_RATE_LIMIT= \
+	  --env SLUICE_MAX_STREAMS=100000 \
+	  --stream-path '/stream?prompt={words}&max_tokens={n}&model=demo/echo' --expect-extra 1 \
+	  --proxy-path /api/chat --proxy-method POST \
+	  --proxy-body '{"model":"ollama/fake","messages":[{"role":"user","content":"hi"}],"options":{"max_tokens":49}}' \
+	  $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/artifacts
