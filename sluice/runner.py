@@ -33,7 +33,7 @@ from . import events
 from .chat import ChatRequest
 from .errors import ServerShuttingDown, SluiceError, UpstreamError, UpstreamTimeout
 from .events import Event
-from .tasks import spawn
+from .tasks import gevent_active, spawn
 from .ticker import Deadline, Ticker
 
 __all__ = ["Limits", "run", "run_events"]
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 _PIECE, _FINISH, _FAIL, _ABORTED, _IDLE = range(5)
 _MAX_BACKOFF_S = 10.0
-_FAIR_EVERY = 16
+_FAIR_EVERY = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +96,37 @@ def _backoff(attempt: int, error: SluiceError) -> float:
     return random.uniform(0, min(_MAX_BACKOFF_S, 0.25 * 2**attempt))
 
 
+def _fairness() -> Callable[[], None]:
+    """A function to call after each piece: it yields to the other greenlets once
+    ``_FAIR_EVERY`` pieces came without the event loop turning in between.
+
+    A provider that never blocks (a fast upstream, a replay, a zero-delay demo)
+    would otherwise run its whole answer before anyone else's turn; one that
+    blocks between pieces (nearly every real stream) lets the loop turn anyway
+    and pays nothing. The loop's cached clock (``loop.now()``) only moves when
+    the loop turns. Under plain threads the OS is fair already.
+    """
+    if not gevent_active():
+        return lambda: None
+    import gevent
+
+    loop = gevent.get_hub().loop
+    last = loop.now()
+    streak = 0
+
+    def turn() -> None:
+        nonlocal last, streak
+        now = loop.now()
+        streak = streak + 1 if now == last else 0
+        if streak >= _FAIR_EVERY:
+            streak = 0
+            time.sleep(0)
+            now = loop.now()
+        last = now
+
+    return turn
+
+
 def _pump(
     request: ChatRequest,
     attempts: list[tuple[Provider, str]],
@@ -111,6 +142,7 @@ def _pump(
     nothing is retried: the client has seen part of an answer.
     """
     error: BaseException | None = None
+    fair_turn = _fairness()
     try:
         for provider, model in attempts:
             for attempt in range(retries + 1):
@@ -128,10 +160,7 @@ def _pump(
                             if piece:  # empty pieces are noise (Ollama's final line, role-only chunks)
                                 sent += 1
                                 inbox.put((_PIECE, piece))
-                                if not sent % _FAIR_EVERY:
-                                    # A provider that never blocks (a fast upstream, a zero-delay
-                                    # demo) would run its whole answer before anyone else's turn.
-                                    time.sleep(0)
+                                fair_turn()
                 except SluiceError as exc:
                     if sent or abort.is_set:
                         raise

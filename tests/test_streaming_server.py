@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from providers.demo import answer
+from tests.conftest import wait_until
 from tests.fakes import Script
 from tests.sse_client import open_events, read_events, text_of
 
@@ -237,6 +238,30 @@ def test_200_concurrent_streams_all_complete(server):
         texts = list(pool.map(one, prompts))
     assert texts == [answer(p) for p in prompts]
     server.wait_idle()
+
+
+def test_a_stream_that_never_blocks_lets_another_start(start_server):
+    # With no pause between pieces the demo never blocks; without the pump's fair
+    # turns it would write its whole answer before the second request is read.
+    srv = start_server(SLUICE_DEMO_DELAY_MS="0")
+    long_prompt = "w " * 20_000
+    ended: list[float] = []
+
+    def read_long() -> None:
+        with requests.post(srv.url + "/api/chat", json=chat("demo/echo", long_prompt), stream=True, timeout=60) as r:
+            assert r.status_code == 200
+            for _ in r.iter_content(chunk_size=None):
+                pass
+        ended.append(time.monotonic())
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        done = pool.submit(read_long)
+        wait_until(lambda: srv.streams() >= 1, 10.0, "the long stream to start")
+        with requests.get(srv.url + "/stream", params={"prompt": "hi"}, stream=True, timeout=60) as r:
+            next(r.iter_content(chunk_size=None))
+            second_started = time.monotonic()
+        done.result(timeout=60)
+    assert second_started < ended[0]
 
 
 def test_bad_input_does_not_disturb_a_concurrent_stream(server, fake_ollama):
