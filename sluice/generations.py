@@ -65,7 +65,7 @@ class Generation:
     detached: bool = False
     owner: str | None = None
     task: Task | None = None
-    events: Iterator[Event | None] | None = None  # set when the caller drives it
+    events: Iterator[list[Event] | None] | None = None  # set when the caller drives it
     started: float = field(default_factory=time.monotonic)
     first_token_s: float | None = None
     tokens: int = 0
@@ -133,7 +133,7 @@ class Generations:
         :param detached: run on without listeners, within the detach grace.
         :param owner: the API key id that started it (only it may read or cancel it).
         :param drive: ``(first_idle_s, idle_s)``: the caller runs the generation itself
-            by iterating ``generation.events`` (``None`` after each idle gap), and
+            by iterating ``generation.events`` (batches of events, ``None`` after each idle gap), and
             closes it when done. A connection-tied stream does this: no task of its
             own, and its events reach it without a trip through the broker.
         :raise sluice.errors.ModelNotFound: the provider is unknown.
@@ -210,7 +210,7 @@ class Generations:
         attempts: list[tuple[Any, str]],
         first_idle_s: float | None = None,
         idle_s: float | None = None,
-    ) -> Iterator[Event | None]:
+    ) -> Iterator[list[Event] | None]:
         def publish(event: Event) -> None:
             self.broker.publish(generation.id, event)
             self._observe(generation, event)
@@ -229,7 +229,7 @@ class Generations:
             except Exception:
                 log.warning("could not record the end of %s", generation.id)
                 last = Event.make(-1, events.error(SluiceError()))
-            yield last
+            yield [last]
         finally:
             self._release(generation.id)
 

@@ -39,12 +39,11 @@ class Relay:
         self.held: list[Event] = []  # what the hold read before the response began
 
     def events(self) -> Iterator[list[Event] | None]:
-        """All events from ``start``, one per batch; ``None`` after each idle gap of ``SLUICE_HEARTBEAT_S``."""
+        """All events from ``start``, in batches; ``None`` after each idle gap of ``SLUICE_HEARTBEAT_S``."""
         if self.held:
             yield self.held
         assert self.generation.events is not None
-        for event in self.generation.events:
-            yield None if event is None else [event]
+        yield from self.generation.events
 
     def close(self) -> None:
         """Stop watching the client; end the generation if it still runs."""
@@ -94,16 +93,16 @@ def open_stream(chat: ChatRequest, environ: Mapping[str, Any] | None = None) -> 
     g.generation = generation
     relay = Relay(generations, generation, lambda: None)
     try:
-        relay.held.append(next(generation.events))  # start: the runner is under way
+        relay.held.extend(next(generation.events) or ())  # [start]: the runner is under way
         relay._stop_watch = disconnect.watch(
             environ if environ is not None else request.environ,
             lambda: generations.cancel(generation.id, "disconnected"),
         )
-        first = next(generation.events)  # the first token, the end, or None: the hold is over
-        if first is not None:
-            relay.held.append(first)
-            if first.type == "error":
-                error = first.data["error"]
+        first = next(generation.events)  # the first tokens, the end, or None: the hold is over
+        if first:
+            relay.held.extend(first)
+            if first[0].type == "error":  # an end before any token: an HTTP error
+                error = first[0].data["error"]
                 raise error_from_code(error["code"], error["message"])
     except BaseException:
         relay.close()

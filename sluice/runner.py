@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 _PIECE, _FINISH, _FAIL, _ABORTED, _IDLE = range(5)
 _MAX_BACKOFF_S = 10.0
-_FAIR_EVERY = 4
+_FAIR_EVERY = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +64,8 @@ class _Inbox:
     """What the pump, the ticker and an abort tell the runner, in order; one reader.
 
     A list and an event, where ``queue.SimpleQueue`` (gevent's, once patched)
-    carries three deques: a couple of kilobytes per open stream. The list
-    rarely holds more than one item, so ``pop(0)`` costs nothing.
+    carries three deques: a couple of kilobytes per open stream. The runner
+    takes all that is queued at once, so pieces that came together leave together.
     """
 
     __slots__ = ("_items", "_ready")
@@ -78,14 +78,19 @@ class _Inbox:
         self._items.append(item)
         self._ready.set()
 
-    def get(self) -> tuple[int, Any]:
+    def take(self) -> list[tuple[int, Any]]:
+        """Everything queued, oldest first; waits until there is something."""
         items = self._items
         while not items:
             # Cleared before the second look: a put in between sets it again.
             self._ready.clear()
             if not items:
                 self._ready.wait()
-        return items.pop(0)
+        # Copy, then delete what was copied: a put in between (another thread)
+        # lands after it and stays for the next take.
+        taken = items[:]
+        del items[: len(taken)]
+        return taken
 
 
 def _backoff(attempt: int, error: SluiceError) -> float:
@@ -188,8 +193,11 @@ def run_events(
     ticker: Ticker,
     idle_s: float | None = None,
     first_idle_s: float | None = None,
-) -> Iterator[Event | None]:
+) -> Iterator[list[Event] | None]:
     """Run one generation to its end, publishing every event and yielding it too.
+
+    Events are yielded in batches, oldest first: ``[start]``, then whatever
+    came since the consumer last asked, the final event last in the last batch.
 
     :param attempts: the provider and model name (``llama3``) to use, then its fallbacks.
     :param publish: receives ``start``, the deltas and one ``done`` or ``error``.
@@ -207,7 +215,7 @@ def run_events(
         publish(event)
         return event
 
-    yield emit(events.start(generation_id, request.model))
+    yield [emit(events.start(generation_id, request.model))]
     inbox = _Inbox()
     # Registered before the pump starts so an abort in any phase wakes the runner.
     abort.on_abort(lambda: inbox.put((_ABORTED, None)))
@@ -229,32 +237,40 @@ def run_events(
         gap = ticker.add(Deadline(started + first_gap, lambda: inbox.put((_IDLE, None))))
     try:
         while True:
-            kind, value = inbox.get()
-            if kind == _IDLE:
-                if gap is not None and not abort.is_set:
-                    gap.at = time.monotonic() + idle_s
-                    ticker.add(gap)
-                    yield None
-                continue
-            if abort.is_set:
-                kind = _ABORTED
-            if kind == _PIECE:
-                pieces += 1
-                deadline.at = min(time.monotonic() + limits.idle_s, end_by)
-                if gap is not None:
-                    gap.at = time.monotonic() + idle_s
-                yield emit(events.delta(value))
-                if seq >= limits.max_events - 1:  # room for the final event only
-                    abort.abort("length")
-            elif kind == _FINISH:
-                yield emit(events.done(value))
+            # Pieces that arrived together (a fast upstream, a burst after a
+            # stall) become one batch: one write to the client instead of one each.
+            batch: list[Event] = []
+            idle = False
+            for kind, value in inbox.take():
+                if kind == _IDLE:
+                    if gap is not None and not abort.is_set:
+                        gap.at = time.monotonic() + idle_s
+                        ticker.add(gap)
+                        idle = True
+                    continue
+                if abort.is_set:
+                    kind = _ABORTED
+                if kind == _PIECE:
+                    pieces += 1
+                    deadline.at = min(time.monotonic() + limits.idle_s, end_by)
+                    if gap is not None:
+                        gap.at = time.monotonic() + idle_s
+                    batch.append(emit(events.delta(value)))
+                    if seq >= limits.max_events - 1:  # room for the final event only
+                        abort.abort("length")
+                    continue
+                if kind == _FINISH:
+                    batch.append(emit(events.done(value)))
+                elif kind == _FAIL:
+                    batch.append(emit(events.error(_as_error(value))))
+                else:
+                    batch.append(_emit_aborted(emit, abort.reason, pieces))
+                yield batch
                 return
-            elif kind == _FAIL:
-                yield emit(events.error(_as_error(value)))
-                return
-            else:
-                yield _emit_aborted(emit, abort.reason, pieces)
-                return
+            if batch:
+                yield batch
+            elif idle:
+                yield None
     finally:
         # Whatever ended the loop (the consumer too, by closing us), the upstream
         # is closed and the pump ends.
@@ -267,8 +283,9 @@ def run_events(
 def run(*args: Any, **kwargs: Any) -> Event:
     """Run a generation to its end in the background (see ``run_events``); return the last event."""
     last = None
-    for event in run_events(*args, **kwargs):
-        last = event
+    for batch in run_events(*args, **kwargs):
+        if batch:
+            last = batch[-1]
     assert last is not None
     return last
 
