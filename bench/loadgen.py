@@ -211,6 +211,20 @@ def _decoder_for(head: bytes) -> tuple[int, _Chunked | _Sized | _UntilClose]:
 # ---- counters: turn the payload into events ----
 
 
+def _records(buf: bytes, separator: bytes, error: str) -> tuple[list[bytes], bytes]:
+    """Split ``buf`` into the records ended by ``separator`` and the unfinished rest.
+
+    :raise ProtocolError: the unfinished rest grew past ``MAX_PENDING_BYTES``.
+    """
+    if separator not in buf:
+        if len(buf) > MAX_PENDING_BYTES:
+            raise ProtocolError(error)
+        return [], buf
+    records = buf.split(separator)
+    rest = records.pop()
+    return records, rest
+
+
 class _SSECounter:
     """Counts SSE events that carry a ``data:`` line, across any split of the bytes."""
 
@@ -228,14 +242,7 @@ class _SSECounter:
             if data.endswith(b"\r"):
                 data, self._cr = data[:-1], True
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        buf = self._pending + data
-        if b"\n\n" not in buf:
-            self._pending = buf
-            if len(buf) > MAX_PENDING_BYTES:
-                raise ProtocolError("oversized_event")
-            return 0
-        blocks = buf.split(b"\n\n")
-        self._pending = blocks.pop()
+        blocks, self._pending = _records(self._pending + data, b"\n\n", "oversized_event")
         return sum(1 for b in blocks if b.startswith(b"data:") or b"\ndata:" in b)
 
     def finish(self) -> int:
@@ -251,14 +258,7 @@ class _NDJSONCounter:
         self._pending = b""
 
     def feed(self, data: bytes) -> int:
-        buf = self._pending + data
-        if b"\n" not in buf:
-            self._pending = buf
-            if len(buf) > MAX_PENDING_BYTES:
-                raise ProtocolError("oversized_line")
-            return 0
-        lines = buf.split(b"\n")
-        self._pending = lines.pop()
+        lines, self._pending = _records(self._pending + data, b"\n", "oversized_line")
         return sum(1 for line in lines if line.strip())
 
     def finish(self) -> int:
