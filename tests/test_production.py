@@ -12,6 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import quote
 
 import openai
 import pytest
@@ -391,6 +392,47 @@ def test_fuzzed_bodies_never_give_5xx_a_trace_or_a_secret(make_client):
         assert r.status_code < 500, (path, body, r.status_code, data[:300])
         assert b"Traceback" not in data and b"sk-fuzz-secret" not in data
         if r.status_code >= 400:
+            error = json.loads(data)["error"]
+            assert isinstance(error["message"], str) and isinstance(error["code"], str)
+
+    check()
+
+
+def test_fuzzed_query_strings_ids_and_headers_never_give_5xx_a_trace_or_a_secret(make_client):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    client = make_client(SLUICE_API_KEYS="sk-fuzz-secret", SLUICE_DEMO_DELAY_MS="0")
+    started = client.post("/api/generations", json={**CHAT, "options": {"max_tokens": 3}}, headers=bearer("sk-fuzz-secret"))
+    real_id = started.json["id"]
+    text = st.text(max_size=24)
+    ids = st.one_of(st.just(real_id), text.filter(lambda s: s not in ("", ".", "..")).map(lambda s: quote(s, safe="")))
+    requests_ = st.one_of(
+        st.tuples(st.just("GET"), st.just("/stream"),
+                  st.fixed_dictionaries({}, optional={"prompt": text, "model": text, "max_tokens": text})),
+        st.tuples(st.just("GET"), ids.map(lambda i: f"/api/generations/{i}"), st.just({})),
+        st.tuples(st.just("GET"), ids.map(lambda i: f"/api/generations/{i}/events"),
+                  st.fixed_dictionaries({}, optional={"after": text})),
+        st.tuples(st.just("DELETE"), ids.map(lambda i: f"/api/generations/{i}"), st.just({})),
+        st.tuples(st.sampled_from(["GET", "PUT", "PATCH"]), st.sampled_from(["/api/chat", "/v1/models", "/api/models"]),
+                  st.just({})),
+    )
+    headers = st.fixed_dictionaries({}, optional={
+        "Last-Event-ID": text, "Accept": text, "Origin": text, "X-Request-ID": text,
+        "Authorization": st.one_of(text, st.just("Bearer sk-fuzz-secret"), text.map(lambda t: "Bearer " + t)),
+    })
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(request=requests_, extra=headers)
+    def check(request: tuple[str, str, dict], extra: dict) -> None:
+        method, path, query = request
+        # Header values travel as latin-1 on the wire; others cannot be sent at all.
+        sendable = {k: v for k, v in extra.items() if all(0x20 <= ord(c) < 0x100 for c in v)}
+        r = client.open(path, method=method, query_string=query, headers=sendable)
+        data = r.get_data()
+        assert r.status_code < 500, (method, path, query, r.status_code, data[:300])
+        assert b"Traceback" not in data and b"sk-fuzz-secret" not in data
+        if r.status_code >= 400 and r.mimetype == "application/json":
             error = json.loads(data)["error"]
             assert isinstance(error["message"], str) and isinstance(error["code"], str)
 
