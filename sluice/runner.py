@@ -102,10 +102,9 @@ def _backoff(attempt: int, error: SluiceError) -> float:
 
 
 def _fairness() -> Callable[[], None]:
-    """A function to call after each piece: it yields to the other greenlets once
-    ``_FAIR_EVERY`` pieces came without the event loop turning in between.
+    """A hook to call after each piece: yields once ``_FAIR_EVERY`` pieces came unblocked.
 
-    A provider that never blocks (a fast upstream, a replay, a zero-delay demo)
+    Unblocked means without the event loop turning in between. A provider that never blocks (a fast upstream, a replay, a zero-delay demo)
     would otherwise run its whole answer before anyone else's turn; one that
     blocks between pieces (nearly every real stream) lets the loop turn anyway
     and pays nothing. The loop's cached clock (``loop.now()``) only moves when

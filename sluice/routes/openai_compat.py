@@ -19,7 +19,6 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import relay, sse
-from ..broker import one_by_one
 from ..catalog import list_models
 from ..chat import ChatRequest, parse_chat, read_json
 from ..errors import InvalidRequest, error_body, error_from_code
@@ -75,7 +74,9 @@ def _finish_reason(done: dict[str, Any]) -> str:
     return "length" if done.get("finish_reason") == "length" else "stop"
 
 
-def _chunks(events: Iterator[Event | None], base: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
+def _chunks(batches: Iterator[list[Event] | None], base: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
+    """OpenAI's stream chunks; the events of one batch go out as one write."""
+
     def frame(choices: list[dict[str, Any]], **extra: Any) -> bytes:
         chunk = {**base, "choices": choices, **extra}
         if include_usage and "usage" not in extra:
@@ -85,10 +86,8 @@ def _chunks(events: Iterator[Event | None], base: dict[str, Any], include_usage:
     def choice(delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
         return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
 
-    for event in events:
-        if event is None:
-            yield sse.PING
-        elif event.type == "start":
+    def frames(event: Event) -> Iterator[bytes]:
+        if event.type == "start":
             yield frame(choice({"role": "assistant", "content": ""}))
         elif event.type == "delta":
             yield frame(choice({"content": event.content}))
@@ -100,6 +99,14 @@ def _chunks(events: Iterator[Event | None], base: dict[str, Any], include_usage:
         elif event.type == "error":
             exc = error_from_code(event.data["error"]["code"], event.data["error"]["message"])
             yield b"data: " + dumps(error_body(exc, openai_shape=True)).encode() + b"\n\n"
+
+    for batch in batches:
+        if batch is None:
+            yield sse.PING
+        else:
+            data = b"".join(chunk for event in batch for chunk in frames(event))
+            if data:  # never an empty write: to a chunked response that reads as the end
+                yield data
 
 
 @bp.post("/chat/completions")
@@ -116,7 +123,7 @@ def chat_completions() -> Response:
         "model": chat.model,
     }
     if chat.stream:
-        chunks = _chunks(one_by_one(stream.events()), base, include_usage)
+        chunks = _chunks(stream.events(), base, include_usage)
         return relay.streaming_response(chunks, sse.MIMETYPE, stream.close)
     text, last = relay.collect(stream)
     return jsonify(
