@@ -8,6 +8,10 @@ import os
 import resource
 
 bind = os.environ.get("SLUICE_BIND", "127.0.0.1:8000")
+# gevent records, for each greenlet, who spawned it and ten frames of the
+# spawner's stack (for its debugging helpers, which Sluice does not use): a stack
+# walk and about 1 KB per greenlet, and a stream has two. Set it to true to debug.
+os.environ.setdefault("GEVENT_TRACK_GREENLET_TREE", "false")
 worker_class = "gevent"
 # One worker per core is the usual shape; the in-process broker serves one worker
 # (see the README on SLUICE_REDIS_URL before raising this).
