@@ -162,7 +162,7 @@ class Generations:
             raise
         if self.metrics:
             self.metrics.active_streams.inc()
-            self.metrics.streams_started.labels(generation.provider).inc()
+            self.metrics.child(self.metrics.streams_started, generation.provider).inc()
         if drive is None:
             generation.task = spawn(self._run, generation, request, attempts)
         else:
@@ -180,7 +180,8 @@ class Generations:
             if generation.first_token_s is None:
                 generation.first_token_s = time.monotonic() - generation.started
                 if self.metrics:
-                    self.metrics.time_to_first_token.labels(generation.provider, generation.model).observe(
+                    m = self.metrics
+                    m.child(m.time_to_first_token, generation.provider, generation.model).observe(
                         generation.first_token_s
                     )
         elif kind in events.TERMINAL:
@@ -190,12 +191,12 @@ class Generations:
                 generation.outcome = event.data["error"]["code"]
             if self.metrics:
                 m = self.metrics
-                m.streams_finished.labels(generation.provider, generation.outcome).inc()
-                m.tokens.labels(generation.provider).inc(generation.tokens)
+                m.child(m.streams_finished, generation.provider, generation.outcome).inc()
+                m.child(m.tokens, generation.provider).inc(generation.tokens)
                 if kind == "error":
-                    m.upstream_errors.labels(generation.provider, generation.outcome).inc()
+                    m.child(m.upstream_errors, generation.provider, generation.outcome).inc()
                 if generation.first_token_s is not None:
-                    m.stream_duration.labels(generation.provider, generation.model).observe(
+                    m.child(m.stream_duration, generation.provider, generation.model).observe(
                         time.monotonic() - generation.started
                     )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -68,6 +69,19 @@ class Metrics:
         # counter by the loop watcher (or a scrape): a Counter.inc per event would
         # take a lock, or an mmap write with several workers.
         self.unflushed_events = 0
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per label set.
+
+        ``labels()`` validates its arguments on every call (about 3.5 µs here),
+        and a stream asks five times; the label sets are few and bounded.
+        """
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def flush(self) -> None:
         """Add the events counted since the last flush to the counter."""
