@@ -43,7 +43,13 @@ def iter_pieces(message: str) -> Iterator[str]:
     """
     footer = answer(message)[len(message) :]
     for text in (message, footer):
-        for match in _PIECE.finditer(text):
+        # A match per piece from a position, not ``finditer``: its scanner keeps
+        # about 700 bytes of matching state alive for as long as the stream runs.
+        position, end = 0, len(text)
+        while position < end:
+            match = _PIECE.match(text, position)
+            assert match is not None  # the pattern matches any non-empty text
+            position = match.end()
             yield match.group()
 
 
