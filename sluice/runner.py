@@ -33,7 +33,7 @@ from . import events
 from .chat import ChatRequest
 from .errors import ServerShuttingDown, SluiceError, UpstreamError, UpstreamTimeout
 from .events import Event
-from .tasks import gevent_active, spawn
+from .tasks import gevent_active, spawn_light
 from .ticker import Deadline, Ticker
 
 __all__ = ["Limits", "run", "run_events"]
@@ -150,6 +150,8 @@ def _pump(
     try:
         for provider, model in attempts:
             for attempt in range(retries + 1):
+                if abort.is_set:  # ended before this task first ran, or while it waited
+                    return
                 sent = 0
                 stream = provider.stream(request, model, abort)
                 try:
@@ -218,8 +220,7 @@ def run_events(
     inbox = _Inbox()
     # Registered before the pump starts so an abort in any phase wakes the runner.
     abort.on_abort(lambda: inbox.put((_ABORTED, None)))
-    pump = spawn(_pump, request, attempts, limits.retries, inbox, abort)
-    abort.on_abort(pump.kill)
+    abort.on_abort(spawn_light(_pump, request, attempts, limits.retries, inbox, abort))
 
     pieces = 0
     started = time.monotonic()
