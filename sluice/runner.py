@@ -27,6 +27,8 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
+from greenlet import getcurrent
+
 from providers import Abort, Finish, Provider
 
 from . import events
@@ -63,29 +65,64 @@ class Limits:
 class _Inbox:
     """What the pump, the ticker and an abort tell the runner, in order; one reader.
 
-    A list and an event, where ``queue.SimpleQueue`` (gevent's, once patched)
-    carries three deques: a couple of kilobytes per open stream. The runner
-    takes all that is queued at once, so pieces that came together leave together.
+    A list, where ``queue.SimpleQueue`` (gevent's, once patched) carries three
+    deques: a couple of kilobytes per open stream. The runner takes all that is
+    queued at once, so pieces that came together leave together.
+
+    Under gevent the reader parks its own greenlet and a put wakes it from the
+    hub, as gevent's ``Event`` does but without its link list and timeout
+    machinery: every event of every stream passes here. The wake-up checks at
+    run time that the reader still waits, so it can never resume the reader
+    somewhere else. Under threads, a ``threading.Event``.
     """
 
-    __slots__ = ("_items", "_ready")
+    __slots__ = ("_items", "_ready", "_loop", "_hub", "_reader", "_waking")
 
     def __init__(self) -> None:
         self._items: list[tuple[int, Any]] = []
-        self._ready = threading.Event()
+        self._reader: Any = None  # the greenlet parked in take()
+        self._waking = False  # a wake-up is scheduled and has not run yet
+        if gevent_active():
+            import gevent
+
+            self._hub: Any = gevent.get_hub()
+            self._loop: Any = self._hub.loop
+            self._ready: threading.Event | None = None
+        else:
+            self._hub = self._loop = None
+            self._ready = threading.Event()
 
     def put(self, item: tuple[int, Any]) -> None:
         self._items.append(item)
-        self._ready.set()
+        if self._ready is not None:
+            self._ready.set()
+        elif self._reader is not None and not self._waking:
+            self._waking = True
+            self._loop.run_callback(self._wake)
+
+    def _wake(self) -> None:
+        # In the hub. The reader may have been woken otherwise (killed) meanwhile.
+        self._waking = False
+        reader = self._reader
+        if reader is not None and self._items:
+            reader.switch()
 
     def take(self) -> list[tuple[int, Any]]:
         """Everything queued, oldest first; waits until there is something."""
         items = self._items
-        while not items:
-            # Cleared before the second look: a put in between sets it again.
-            self._ready.clear()
-            if not items:
-                self._ready.wait()
+        if self._ready is None:
+            while not items:
+                self._reader = getcurrent()
+                try:
+                    self._hub.switch()
+                finally:
+                    self._reader = None
+        else:
+            while not items:
+                # Cleared before the second look: a put in between sets it again.
+                self._ready.clear()
+                if not items:
+                    self._ready.wait()
         # Copy, then delete what was copied: a put in between (another thread)
         # lands after it and stays for the next take.
         taken = items[:]
