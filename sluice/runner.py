@@ -267,6 +267,7 @@ def run_events(
         abort.abort("length" if time.monotonic() >= end_by else "timeout")
 
     # The deadline moves forward with each piece; expiring aborts, which wakes the loop.
+    # (Moving a deadline later is an attribute write; see ``ticker``.)
     deadline = ticker.add(Deadline(min(started + limits.first_token_s, end_by), expire))
     gap = None
     if idle_s is not None:
@@ -289,9 +290,16 @@ def run_events(
                     kind = _ABORTED
                 if kind == _PIECE:
                     pieces += 1
-                    deadline.at = min(time.monotonic() + limits.idle_s, end_by)
+                    now = time.monotonic()
+                    deadline.at = min(now + limits.idle_s, end_by)
                     if gap is not None:
-                        gap.at = time.monotonic() + idle_s
+                        gap.at = now + idle_s
+                    if pieces == 1:
+                        # From the first-token deadline and the hold to the idle ones,
+                        # which may be sooner: queue them again for their new times.
+                        ticker.add(deadline)
+                        if gap is not None:
+                            ticker.add(gap)
                     batch.append(emit(events.delta(value)))
                     if seq >= limits.max_events - 1:  # room for the final event only
                         abort.abort("length")

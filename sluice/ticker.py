@@ -13,7 +13,7 @@ The deadlines sit in a heap by the time they were queued for, so a tick looks
 only at those due, not at every stream's (a scan of 10,000 deadlines five times
 a second was 1.7% of a loaded worker). Moving a deadline later costs nothing
 until its old time comes round (it is then queued again for its new time);
-moving it earlier queues it again at once.
+one moved earlier is added again, which queues it for its new time.
 """
 
 from __future__ import annotations
@@ -34,27 +34,19 @@ def _nothing() -> None:
 
 
 class Deadline:
-    """Calls ``on_expire`` once ``at`` (``time.monotonic()``) has passed, unless moved or removed."""
+    """Calls ``on_expire`` once ``at`` (``time.monotonic()``) has passed, unless moved or removed.
 
-    __slots__ = ("_at", "on_expire", "_queued", "_ticker")
+    Move it later by assigning ``at`` (free: a plain attribute, written on every
+    event); to move it earlier, ``Ticker.add`` it again.
+    """
+
+    __slots__ = ("at", "on_expire", "_queued", "_ticker")
 
     def __init__(self, at: float, on_expire: Callable[[], None]) -> None:
-        self._at = at
+        self.at = at
         self.on_expire = on_expire
         self._queued: float | None = None  # the time its heap entry is for, while watched
         self._ticker: Ticker | None = None
-
-    @property
-    def at(self) -> float:
-        """When it expires; assign to move it."""
-        return self._at
-
-    @at.setter
-    def at(self, value: float) -> None:
-        self._at = value
-        queued = self._queued
-        if queued is not None and value < queued and self._ticker is not None:
-            self._ticker._queue(self)
 
 
 class Ticker:
@@ -69,7 +61,7 @@ class Ticker:
         self._task: Task | None = None
 
     def add(self, deadline: Deadline) -> Deadline:
-        """Start watching ``deadline``."""
+        """Start watching ``deadline``, or queue it again for its ``at`` if watched already."""
         with self._lock:
             if deadline._ticker is not self:
                 deadline._ticker = self
@@ -89,14 +81,9 @@ class Ticker:
                 if len(self._heap) > 2 * self._watched + 1024:
                     self._compact()
 
-    def _queue(self, deadline: Deadline) -> None:
-        with self._lock:
-            if deadline._ticker is self:
-                self._push(deadline)
-
     def _push(self, deadline: Deadline) -> None:
-        deadline._queued = deadline._at
-        heapq.heappush(self._heap, (deadline._at, next(self._order), deadline))
+        deadline._queued = deadline.at
+        heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
 
     def _forget(self, deadline: Deadline) -> None:
         deadline._ticker = None
@@ -115,7 +102,7 @@ class Ticker:
             queued, _, deadline = heapq.heappop(heap)
             if deadline._ticker is not self or deadline._queued != queued:
                 continue  # removed, or queued again for another time
-            if deadline._at > now:
+            if deadline.at > now:
                 self._push(deadline)  # moved later meanwhile
                 continue
             self._forget(deadline)

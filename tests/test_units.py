@@ -182,7 +182,7 @@ def test_memory_broker_expires_old_generations_and_bounds_their_number():
 
 # -- ticker ---------------------------------------------------------------------
 
-def test_ticker_fires_a_deadline_moved_earlier_or_later_at_its_new_time_and_never_a_discarded_one():
+def test_ticker_fires_a_deadline_moved_later_or_added_again_earlier_at_its_new_time_never_a_discarded_one():
     ticker = Ticker(0.01)
     fired: dict[str, float] = {}
     done = threading.Event()
@@ -198,8 +198,9 @@ def test_ticker_fires_a_deadline_moved_earlier_or_later_at_its_new_time_and_neve
     earlier = ticker.add(Deadline(now + 60, note("earlier")))
     later = ticker.add(Deadline(now + 0.02, note("later")))
     dropped = ticker.add(Deadline(now + 0.02, note("dropped")))
-    earlier.at = now + 0.05  # queued again at once
-    later.at = now + 0.3  # found moved when its old time comes
+    earlier.at = now + 0.05
+    ticker.add(earlier)  # moved earlier: queued again for its new time
+    later.at = now + 0.3  # moved later: found moved when its old time comes
     ticker.discard(dropped)
     assert done.wait(5)
     assert fired["earlier"] < fired["later"]
@@ -274,9 +275,11 @@ def test_runner_maps_failures_to_one_error_event_without_their_text():
 
 def test_runner_first_token_and_idle_timeouts():
     assert _run(["hang"], Limits(0.05, 5))[-1].data["error"]["code"] == "upstream_timeout"
-    out = _run(["a", "hang"], Limits(5, 0.05))
+    started = time.monotonic()
+    out = _run(["a", "hang"], Limits(30, 0.05))  # the idle deadline is sooner than the first-token one
     assert [e.type for e in out] == ["start", "delta", "error"]
     assert out[-1].data["error"]["code"] == "upstream_timeout"
+    assert time.monotonic() - started < 5  # at the idle deadline, not the first-token one
 
 
 def test_runner_cancel_ends_with_done_cancelled_and_usage_so_far():
