@@ -38,12 +38,16 @@ def encode(data: str | None, id: str | int | None = None, event: str | None = No
     """One SSE event as bytes; ``data=None`` means no data line at all."""
     parts = []
     if id is not None:
-        parts.append(f"id: {_field(str(id))}\n")
+        # An event number needs no cleaning (this runs for every classic event).
+        parts.append(f"id: {id}\n" if type(id) is int else f"id: {_field(str(id))}\n")
     if event is not None:
         parts.append(f"event: {_field(event)}\n")
     if data is not None:
-        for line in _LINE_BREAK.split(data):
-            parts.append(f"data: {line}\n")
+        if "\n" in data or "\r" in data:
+            for line in _LINE_BREAK.split(data):
+                parts.append(f"data: {line}\n")
+        else:  # most pieces: one line, no regex
+            parts.append(f"data: {data}\n")
     parts.append("\n")
     return "".join(parts).encode("utf-8")
 

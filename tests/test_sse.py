@@ -189,6 +189,32 @@ def test_encode_reads_back_as_exactly_one_event(parse, data, id_, event, expecte
     assert only.type == expected_type
 
 
+def _encode_by_the_book(data, id_=None, event=None) -> bytes:
+    """The framing rules spelled out, with no fast path: every field cleaned, data always split."""
+    out = ""
+    if id_ is not None:
+        out += "id: " + str(id_).replace("\r", "").replace("\n", "") + "\n"
+    if event is not None:
+        out += "event: " + event.replace("\r", "").replace("\n", "") + "\n"
+    if data is not None:
+        out += "".join(f"data: {line}\n" for line in re.split(r"\r\n|\r|\n", data))
+    return (out + "\n").encode("utf-8")
+
+
+def test_encode_fast_paths_give_the_same_bytes_as_the_rules():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    text = st.lists(st.sampled_from(["a", "é", " ", "\n", "\r", "\r\n", "🙂", "\u2028", ":"])).map("".join)
+
+    @settings(max_examples=300, deadline=None)
+    @given(text | st.none(), st.integers(min_value=0) | text | st.none(), text | st.none())
+    def check(data, id_, event):
+        assert sse.encode(data, id=id_, event=event) == _encode_by_the_book(data, id_, event)
+
+    check()
+
+
 def test_encode_without_data_writes_no_data_line():
     raw = sse.encode(None, id=5)
     assert raw == b"id: 5\n\n"
