@@ -216,23 +216,23 @@ class Generations:
             self.broker.publish(generation.id, event)
             self._observe(generation, event)
 
-        try:
-            yield from runner.run_events(
-                generation.id, request, attempts, generation.abort, publish, self.limits, self.ticker,
-                idle_s, first_idle_s,
-            )
-        except Exception as exc:  # a broker that went away, or a bug; never a user error
+        def failed(exc: Exception) -> Event:
+            # A broker that went away, or a bug; never a user error. Listeners must
+            # still see the one event that ends every generation.
             log.error("generation %s failed: %s", generation.id, type(exc).__name__, exc_info=exc)
-            try:  # listeners must still see the one event that ends every generation
+            try:
                 seq = self.broker.state(generation.id)["events"]
                 last = Event.make(seq, events.error(SluiceError()))
                 publish(last)
             except Exception:
                 log.warning("could not record the end of %s", generation.id)
                 last = Event.make(-1, events.error(SluiceError()))
-            yield [last]
-        finally:
-            self._release(generation.id)
+            return last
+
+        return runner.run_events(
+            generation.id, request, attempts, generation.abort, publish, self.limits, self.ticker,
+            idle_s, first_idle_s, on_failure=failed, on_exit=lambda: self._release(generation.id),
+        )
 
     def _release(self, generation_id: str) -> None:
         with self._lock:

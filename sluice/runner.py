@@ -231,6 +231,8 @@ def run_events(
     ticker: Ticker,
     idle_s: float | None = None,
     first_idle_s: float | None = None,
+    on_failure: Callable[[Exception], Event] | None = None,
+    on_exit: Callable[[], None] | None = None,
 ) -> Iterator[list[Event] | None]:
     """Run one generation to its end, publishing every event and yielding it too.
 
@@ -243,6 +245,10 @@ def run_events(
     :param idle_s: with it, ``None`` is yielded whenever nothing was yielded for that
         long (heartbeats for a connection that drives the generation itself).
     :param first_idle_s: the first such gap, when it differs (the response hold).
+    :param on_failure: turns an exception that escaped (``publish`` failing, a bug)
+        into the final event, yielded alone; without it the exception propagates.
+    :param on_exit: called once the generation is over, however it ended. (Hooks
+        rather than a wrapping generator: one layer less to resume on every event.)
     """
     seq = 0
 
@@ -253,76 +259,84 @@ def run_events(
         publish(event)
         return event
 
-    yield [emit(events.start(generation_id, request.model))]
-    inbox = _Inbox()
-    # Registered before the pump starts so an abort in any phase wakes the runner.
-    abort.on_abort(lambda: inbox.put((_ABORTED, None)))
-    abort.on_abort(spawn_light(_pump, request, attempts, limits.retries, inbox, abort))
-
-    pieces = 0
-    started = time.monotonic()
-    end_by = started + limits.max_stream_s
-
-    def expire() -> None:
-        abort.abort("length" if time.monotonic() >= end_by else "timeout")
-
-    # The deadline moves forward with each piece; expiring aborts, which wakes the loop.
-    # (Moving a deadline later is an attribute write; see ``ticker``.)
-    deadline = ticker.add(Deadline(min(started + limits.first_token_s, end_by), expire))
-    gap = None
-    if idle_s is not None:
-        first_gap = first_idle_s if first_idle_s is not None else idle_s
-        gap = ticker.add(Deadline(started + first_gap, lambda: inbox.put((_IDLE, None))))
     try:
-        while True:
-            # Pieces that arrived together (a fast upstream, a burst after a
-            # stall) become one batch: one write to the client instead of one each.
-            batch: list[Event] = []
-            idle = False
-            for kind, value in inbox.take():
-                if kind == _IDLE:
-                    if gap is not None and not abort.is_set:
-                        gap.at = time.monotonic() + idle_s
-                        ticker.add(gap)
-                        idle = True
-                    continue
-                if abort.is_set:
-                    kind = _ABORTED
-                if kind == _PIECE:
-                    pieces += 1
-                    now = time.monotonic()
-                    deadline.at = min(now + limits.idle_s, end_by)
-                    if gap is not None:
-                        gap.at = now + idle_s
-                    if pieces == 1:
-                        # From the first-token deadline and the hold to the idle ones,
-                        # which may be sooner: queue them again for their new times.
-                        ticker.add(deadline)
-                        if gap is not None:
+        yield [emit(events.start(generation_id, request.model))]
+        inbox = _Inbox()
+        # Registered before the pump starts so an abort in any phase wakes the runner.
+        abort.on_abort(lambda: inbox.put((_ABORTED, None)))
+        abort.on_abort(spawn_light(_pump, request, attempts, limits.retries, inbox, abort))
+
+        pieces = 0
+        started = time.monotonic()
+        end_by = started + limits.max_stream_s
+
+        def expire() -> None:
+            abort.abort("length" if time.monotonic() >= end_by else "timeout")
+
+        # The deadline moves forward with each piece; expiring aborts, which wakes the loop.
+        # (Moving a deadline later is an attribute write; see ``ticker``.)
+        deadline = ticker.add(Deadline(min(started + limits.first_token_s, end_by), expire))
+        gap = None
+        if idle_s is not None:
+            first_gap = first_idle_s if first_idle_s is not None else idle_s
+            gap = ticker.add(Deadline(started + first_gap, lambda: inbox.put((_IDLE, None))))
+        try:
+            while True:
+                # Pieces that arrived together (a fast upstream, a burst after a
+                # stall) become one batch: one write to the client instead of one each.
+                batch: list[Event] = []
+                idle = False
+                for kind, value in inbox.take():
+                    if kind == _IDLE:
+                        if gap is not None and not abort.is_set:
+                            gap.at = time.monotonic() + idle_s
                             ticker.add(gap)
-                    batch.append(emit(events.delta(value)))
-                    if seq >= limits.max_events - 1:  # room for the final event only
-                        abort.abort("length")
-                    continue
-                if kind == _FINISH:
-                    batch.append(emit(events.done(value)))
-                elif kind == _FAIL:
-                    batch.append(emit(events.error(_as_error(value))))
-                else:
-                    batch.append(_emit_aborted(emit, abort.reason, pieces))
-                yield batch
-                return
-            if batch:
-                yield batch
-            elif idle:
-                yield None
+                            idle = True
+                        continue
+                    if abort.is_set:
+                        kind = _ABORTED
+                    if kind == _PIECE:
+                        pieces += 1
+                        now = time.monotonic()
+                        deadline.at = min(now + limits.idle_s, end_by)
+                        if gap is not None:
+                            gap.at = now + idle_s
+                        if pieces == 1:
+                            # From the first-token deadline and the hold to the idle ones,
+                            # which may be sooner: queue them again for their new times.
+                            ticker.add(deadline)
+                            if gap is not None:
+                                ticker.add(gap)
+                        batch.append(emit(events.delta(value)))
+                        if seq >= limits.max_events - 1:  # room for the final event only
+                            abort.abort("length")
+                        continue
+                    if kind == _FINISH:
+                        batch.append(emit(events.done(value)))
+                    elif kind == _FAIL:
+                        batch.append(emit(events.error(_as_error(value))))
+                    else:
+                        batch.append(_emit_aborted(emit, abort.reason, pieces))
+                    yield batch
+                    return
+                if batch:
+                    yield batch
+                elif idle:
+                    yield None
+        finally:
+            # Whatever ended the loop (the consumer too, by closing us), the upstream
+            # is closed and the pump ends.
+            ticker.discard(deadline)
+            if gap is not None:
+                ticker.discard(gap)
+            abort.abort("finished")
+    except Exception as exc:
+        if on_failure is None:
+            raise
+        yield [on_failure(exc)]
     finally:
-        # Whatever ended the loop (the consumer too, by closing us), the upstream
-        # is closed and the pump ends.
-        ticker.discard(deadline)
-        if gap is not None:
-            ticker.discard(gap)
-        abort.abort("finished")
+        if on_exit is not None:
+            on_exit()
 
 
 def run(*args: Any, **kwargs: Any) -> Event:
