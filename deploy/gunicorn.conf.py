@@ -87,7 +87,9 @@ def post_worker_init(worker):
     # request until it blocks before anything else: a burst of new streams then
     # delays every open stream's next event by the whole batch. 10 halved the
     # p99 lateness of 500 open streams during a 1,000/s burst, and their time to
-    # first event (README, "Performance"). With several workers gunicorn sets 1.
+    # first event, and kept W3's added latency at ~3 ms where 100 gave ~18; only
+    # past saturation (5,000 streams starting at 1,000/s) did 100 start them
+    # sooner (README, "Performance"). With several workers gunicorn sets 1.
     from gevent.baseserver import BaseServer
 
     BaseServer.max_accept = int(os.environ.get("SLUICE_MAX_ACCEPT", "10"))
