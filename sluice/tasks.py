@@ -70,8 +70,7 @@ def spawn_light(target: Callable[..., Any], *args: Any) -> Callable[[], None]:
 
     For the one task every stream has (the runner's pump): under gevent a raw
     greenlet, without the ``Greenlet`` object's links, result and start
-    callback (about 0.5 KB and a few microseconds less per stream). Nothing can
-    join it; ``target`` must report its own end. The interrupt raises
+    callback, which nothing here uses. Nothing can join it; ``target`` must report its own end. The interrupt raises
     ``GreenletExit`` where it blocks, or does nothing once it has ended; under
     threads it does nothing.
     """
