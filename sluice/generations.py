@@ -155,13 +155,16 @@ class Generations:
                 if sum(g.owner == owner for g in self.running.values()) >= self.max_streams_per_key:
                     raise RateLimited("Too many streams at once for this key.")
             self.running[generation.id] = generation
+        # Counted in as it enters ``running``: ``_release`` counts it out on every path,
+        # this one's failure included.
+        if self.metrics:
+            self.metrics.active_streams.inc()
         try:
             self.broker.create(generation.id, request.model, owner)
         except BaseException:
             self._release(generation.id)
             raise
         if self.metrics:
-            self.metrics.active_streams.inc()
             self.metrics.child(self.metrics.streams_started, generation.provider).inc()
         if drive is None:
             generation.task = spawn(self._run, generation, request, attempts)
