@@ -4,6 +4,7 @@
 
     SluiceError                      500 internal_error
     ├── InvalidRequest               400 invalid_request
+    │   └── ContextLengthExceeded    400 context_length_exceeded
     ├── Unauthorized                 401 unauthorized
     ├── ModelNotFound                404 model_not_found
     ├── GenerationNotFound           404 generation_not_found
@@ -27,6 +28,8 @@ URLs.
 from __future__ import annotations
 
 import logging
+import math
+import re
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
@@ -35,6 +38,7 @@ from werkzeug.exceptions import HTTPException
 __all__ = [
     "SluiceError",
     "InvalidRequest",
+    "ContextLengthExceeded",
     "Unauthorized",
     "ModelNotFound",
     "GenerationNotFound",
@@ -48,6 +52,8 @@ __all__ = [
     "GenerationLost",
     "ServerShuttingDown",
     "error_from_code",
+    "error_from_event",
+    "upstream_reason",
     "error_body",
     "init_app",
 ]
@@ -79,17 +85,24 @@ class SluiceError(Exception):
 
 
 class _RetryAfter:
-    """Mixin: the client may try again after ``retry_after`` seconds."""
+    """Mixin: the client may try again after ``retry_after`` seconds (the upstream's, when it said)."""
 
     retry_after: int = 1
+    upstream_retry_after: float | None
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
+        hinted = self.upstream_retry_after
+        seconds = max(1, math.ceil(hinted)) if hinted is not None else self.retry_after
+        return {"Retry-After": str(seconds)}
 
 
 class InvalidRequest(SluiceError):
     status, code, message = 400, "invalid_request", "The request is not valid."
+
+
+class ContextLengthExceeded(InvalidRequest):
+    status, code, message = 400, "context_length_exceeded", "The request is longer than the model's context."
 
 
 class Unauthorized(SluiceError):
@@ -153,9 +166,36 @@ def _all_subclasses(cls: type) -> list[type]:
 _BY_CODE: dict[str, type[SluiceError]] = {c.code: c for c in _all_subclasses(SluiceError)}
 
 
-def error_from_code(code: str, message: str | None = None) -> SluiceError:
+def error_from_code(code: str, message: str | None = None, retry_after: float | None = None) -> SluiceError:
     """Rebuild the exception behind an in-band ``error`` event (for held responses)."""
-    return _BY_CODE.get(code, SluiceError)(message)
+    error = _BY_CODE.get(code, SluiceError)(message)
+    if retry_after is not None:
+        error.upstream_retry_after = retry_after
+    return error
+
+
+def error_from_event(error: dict[str, Any]) -> SluiceError:
+    """Rebuild the exception behind an ``error`` event's ``error`` object."""
+    return error_from_code(error["code"], error.get("message"), error.get("retry_after"))
+
+
+_MAX_REASON = 500
+# What an upstream's words may hold that a client must not see: URLs (internal
+# addresses) and anything shaped like a credential.
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+_SECRET = re.compile(
+    r"\b(?:sk|pk|rk|ak)-[A-Za-z0-9_*-]{6,}|\bBearer\s+\S+|\b(?:api[_-]?key|token|secret|password)\s*[=:]\s*\S+",
+    re.IGNORECASE,
+)
+
+
+def upstream_reason(text: Any) -> str:
+    """An upstream's own error text, safe to show: no URL, no secret, at most 500 characters."""
+    if not isinstance(text, str):
+        return ""
+    text = _SECRET.sub("[redacted]", _URL.sub("[url]", text))
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
 
 
 # OpenAI's error "type" for each of our statuses, so its SDK raises the right class.
