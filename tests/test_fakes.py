@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import ollama
 import openai
+import pydantic
 import pytest
 import requests
 
@@ -411,6 +412,307 @@ def test_openai_drop_truncates_body(fake_openai: FakeOpenAI) -> None:
         ):
             got.append(chunk.choices[0].delta.content)
     assert got == ["", "Hello"]
+
+
+# -- OpenAI: reasoning, tool calls, refusals, logprobs, usage, errors -----------------------
+
+WEATHER_CALL = {"id": "call_abc", "name": "get_weather", "arguments": '{"city":"Paris"}'}
+
+
+class GetWeather(pydantic.BaseModel):
+    city: str
+
+
+class Answer(pydantic.BaseModel):
+    city: str
+    temperature: float
+
+
+def sse_events(fake: FakeUpstream, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """POST a chat body over a raw socket; return the SSE events' JSON (without [DONE])."""
+    _, _, chunks = split_response(read_to_eof(raw_post(fake, "/v1/chat/completions", body)))
+    assert chunks[-1] == b"data: [DONE]\n\n"
+    return [json.loads(c[len(b"data: ") :]) for c in chunks[:-1]]
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_openai_reasoning_streams_before_content(fake_openai: FakeOpenAI, field: str) -> None:
+    fake_openai.push(Script(reasoning=["Let me", " think."], tokens=["Hi"], reasoning_field=field))
+    chunks = list(
+        openai_client(fake_openai).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    )
+    deltas = [c.choices[0].delta for c in chunks]
+    assert deltas[0].role == "assistant" and deltas[0].content == ""
+    assert [getattr(d, field, None) for d in deltas[1:3]] == ["Let me", " think."]
+    assert all(d.content is None for d in deltas[1:3])
+    assert deltas[3].content == "Hi"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    other = "reasoning" if field == "reasoning_content" else "reasoning_content"
+    assert all(getattr(d, other, None) is None for d in deltas)
+
+    fake_openai.push(Script(reasoning=["Let me", " think."], tokens=["Hi"], reasoning_field=field))
+    message = openai_client(fake_openai).chat.completions.create(model="gpt-4o", messages=MESSAGES).choices[0].message
+    assert (message.content, getattr(message, field)) == ("Hi", "Let me think.")
+
+
+def test_openai_reasoning_wire_format(fake_openai: FakeOpenAI) -> None:
+    fake_openai.push(Script(reasoning=["a", "b"], tokens=["Hi"]))
+    events = sse_events(fake_openai, {"model": "gpt-4o", "messages": MESSAGES, "stream": True})
+    assert [e["choices"][0]["delta"] for e in events] == [
+        {"role": "assistant", "content": "", "refusal": None},
+        {"reasoning_content": "a"},
+        {"reasoning_content": "b"},
+        {"content": "Hi"},
+        {},
+    ]
+
+
+def test_openai_tool_call_stream_wire_format(fake_openai: FakeOpenAI) -> None:
+    second = {"id": "call_def", "name": "get_time", "arguments": "{}"}
+    fake_openai.push(Script(tokens=[], tool_calls=[WEATHER_CALL, second]))
+    body = {"model": "gpt-4o", "messages": MESSAGES, "stream": True, "tools": [{"type": "function"}]}
+    events = sse_events(fake_openai, body)
+    deltas = [e["choices"][0]["delta"] for e in events]
+    # A tool-only answer opens with the role and the first call in one chunk, content null (as the API does).
+    assert deltas[0] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"index": 0, "id": "call_abc", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+        ],
+        "refusal": None,
+    }
+    pieces = [d["tool_calls"][0]["function"]["arguments"] for d in deltas[1:5]]
+    assert pieces == ['{"ci', 'ty":', '"Par', 'is"}']
+    assert all(d["tool_calls"][0] == {"index": 0, "function": {"arguments": p}} for d, p in zip(deltas[1:5], pieces))
+    assert deltas[5] == {
+        "tool_calls": [
+            {"index": 1, "id": "call_def", "type": "function", "function": {"name": "get_time", "arguments": ""}}
+        ]
+    }
+    assert deltas[6] == {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}
+    assert deltas[7] == {} and events[7]["choices"][0]["finish_reason"] == "tool_calls"
+    assert len(events) == 8
+    assert fake_openai.last_body()["tools"] == [{"type": "function"}]
+
+
+def test_openai_tool_calls_after_content(fake_openai: FakeOpenAI) -> None:
+    call = {"name": "get_weather", "arguments": {"city": "Paris"}}  # no id: the fake makes one up
+    fake_openai.push(Script(tokens=["Checking."], tool_calls=[call]))
+    chunks = list(
+        openai_client(fake_openai).chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    )
+    assert chunks[0].choices[0].delta.content == ""
+    assert chunks[1].choices[0].delta.content == "Checking."
+    head = chunks[2].choices[0].delta.tool_calls
+    assert head is not None and head[0].id is not None and head[0].id.startswith("call_") and len(head[0].id) == 29
+    calls = [c.choices[0].delta.tool_calls for c in chunks[2:-1]]
+    args = "".join(c[0].function.arguments or "" for c in calls if c and c[0].function)
+    assert json.loads(args) == {"city": "Paris"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_openai_stream_helper_assembles_tool_calls(fake_openai: FakeOpenAI) -> None:
+    fake_openai.push(Script(tokens=[], tool_calls=[WEATHER_CALL], tool_args_chunk=3))
+    with openai_client(fake_openai).chat.completions.stream(
+        model="gpt-4o", messages=MESSAGES, tools=[openai.pydantic_function_tool(GetWeather, name="get_weather")]
+    ) as stream:
+        events = [e.type for e in stream]
+        completion = stream.get_final_completion()
+    assert "tool_calls.function.arguments.delta" in events and "tool_calls.function.arguments.done" in events
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert (call.id, call.function.name, call.function.arguments) == ("call_abc", "get_weather", '{"city":"Paris"}')
+    assert call.function.parsed_arguments == GetWeather(city="Paris")
+    assert fake_openai.last_body()["tools"][0]["function"]["strict"] is True
+
+
+def test_openai_tool_calls_non_stream(fake_openai: FakeOpenAI) -> None:
+    fake_openai.push(Script(tokens=[], tool_calls=[WEATHER_CALL]))
+    completion = openai_client(fake_openai).chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, tools=[openai.pydantic_function_tool(GetWeather, name="get_weather")]
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None and choice.message.refusal is None
+    (call,) = choice.message.tool_calls or []
+    assert (call.id, call.type, call.function.name) == ("call_abc", "function", "get_weather")
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    plain = {"model": "gpt-4o", "messages": MESSAGES}
+    raw = requests.post(f"{fake_openai.url}/chat/completions", json=plain, timeout=5)
+    assert list(raw.json()["choices"][0]["message"]) == ["role", "content", "refusal"]
+
+
+def test_openai_tool_calls_cut_by_token_limit(fake_openai: FakeOpenAI) -> None:
+    fake_openai.push(Script(tokens=["a", "b"], tool_calls=[WEATHER_CALL]))
+    choice = openai_client(fake_openai).chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, max_tokens=1
+    ).choices[0]
+    assert (choice.finish_reason, choice.message.content, choice.message.tool_calls) == ("length", "a", None)
+
+
+def test_openai_refusal(fake_openai: FakeOpenAI) -> None:
+    refusal = ["I'm", " sorry", "."]
+    fake_openai.push(Script(tokens=[], refusal=refusal))
+    events = sse_events(fake_openai, {"model": "gpt-4o", "messages": MESSAGES, "stream": True})
+    assert [e["choices"][0]["delta"] for e in events] == [
+        {"role": "assistant", "content": None, "refusal": ""},
+        {"refusal": "I'm"},
+        {"refusal": " sorry"},
+        {"refusal": "."},
+        {},
+    ]
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+
+    client = openai_client(fake_openai)
+    fake_openai.push(Script(tokens=[], refusal=refusal))
+    with client.chat.completions.stream(model="gpt-4o", messages=MESSAGES, response_format=Answer) as stream:
+        types = [e.type for e in stream]
+        completion = stream.get_final_completion()
+    assert "refusal.delta" in types and "refusal.done" in types and "content.delta" not in types
+    message = completion.choices[0].message
+    assert (message.content, message.refusal, message.parsed) == (None, "I'm sorry.", None)
+
+    fake_openai.push(Script(tokens=[], refusal=refusal))
+    message = client.chat.completions.create(model="gpt-4o", messages=MESSAGES).choices[0].message
+    assert (message.content, message.refusal) == (None, "I'm sorry.")
+
+
+def test_openai_content_filter_passes_through(fake_openai: FakeOpenAI) -> None:
+    client = openai_client(fake_openai)
+    fake_openai.push(Script(tokens=["Hm"], done_reason="content_filter"))
+    chunks = list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
+    fake_openai.push(Script(tokens=["Hm"], done_reason="content_filter"))
+    assert client.chat.completions.create(model="gpt-4o", messages=MESSAGES).choices[0].finish_reason == (
+        "content_filter"
+    )
+    fake_openai.push(Script(tokens=['{"ci'], done_reason="content_filter"))
+    with pytest.raises(openai.ContentFilterFinishReasonError):
+        with client.chat.completions.stream(model="gpt-4o", messages=MESSAGES, response_format=Answer) as stream:
+            stream.until_done()
+
+
+def test_openai_parse_structured_output(fake_openai: FakeOpenAI) -> None:
+    fake_openai.push(Script(tokens=['{"city":', '"Paris",', '"temperature":', "21.5}"]))
+    completion = openai_client(fake_openai).chat.completions.parse(
+        model="gpt-4o", messages=MESSAGES, response_format=Answer
+    )
+    assert completion.choices[0].message.parsed == Answer(city="Paris", temperature=21.5)
+    body = fake_openai.last_body()
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["name"] == "Answer"
+
+
+def test_openai_logprobs(fake_openai: FakeOpenAI) -> None:
+    client = openai_client(fake_openai)
+    fake_openai.push(Script(tokens=["Foo", "é"]))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True, logprobs=True, top_logprobs=2
+        )
+    )
+    first = chunks[0].choices[0].logprobs
+    assert first is not None and first.content == [] and first.refusal is None
+    entries = [c.choices[0].logprobs.content[0] for c in chunks[1:3]]  # type: ignore[union-attr,index]
+    assert [(e.token, e.logprob, e.bytes) for e in entries] == [
+        ("Foo", -0.1, [70, 111, 111]),
+        ("é", -0.1, [195, 169]),
+    ]
+    assert [t.token for t in entries[0].top_logprobs] == ["Foo", "Foo~1"]
+    assert entries[0].top_logprobs[1].logprob < entries[0].top_logprobs[0].logprob
+    assert chunks[-1].choices[0].logprobs is None
+
+    fake_openai.push(Script(tokens=["Foo", "."]))
+    choice = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, logprobs=True).choices[0]
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    assert [(e.token, e.top_logprobs) for e in choice.logprobs.content] == [("Foo", []), (".", [])]
+    # Without logprobs asked, the chunks say null.
+    plain = list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+    assert all(c.choices[0].logprobs is None for c in plain)
+
+
+def test_openai_usage_override_and_absent(fake_openai: FakeOpenAI) -> None:
+    usage = {
+        "prompt_tokens": 12,
+        "completion_tokens": 9,
+        "total_tokens": 21,
+        "prompt_tokens_details": {"cached_tokens": 2},
+        "completion_tokens_details": {"reasoning_tokens": 5},
+    }
+    client = openai_client(fake_openai)
+    fake_openai.push(Script(usage=usage))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    reported = chunks[-1].usage
+    assert reported is not None and reported.model_dump(exclude_unset=True) == usage
+    fake_openai.push(Script(usage=usage))
+    completion = client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert completion.usage is not None and completion.usage.completion_tokens_details is not None
+    assert completion.usage.completion_tokens_details.reasoning_tokens == 5
+
+    fake_openai.push(Script(report_usage=False))
+    body = {"model": "gpt-4o", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    events = sse_events(fake_openai, body)
+    assert all("usage" not in e for e in events) and events[-1]["choices"][0]["finish_reason"] == "stop"
+    fake_openai.push(Script(report_usage=False))
+    assert client.chat.completions.create(model="gpt-4o", messages=MESSAGES).usage is None
+
+
+def test_openai_context_length_exceeded(fake_openai: FakeOpenAI) -> None:
+    fake_openai.push(Script(status=400, error_code="context_length_exceeded"))
+    with pytest.raises(openai.BadRequestError) as info:
+        openai_client(fake_openai).chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    assert info.value.status_code == 400
+    assert info.value.code == "context_length_exceeded"
+    assert (info.value.type, info.value.param) == ("invalid_request_error", "messages")
+    assert info.value.body["message"] == (
+        "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens. "
+        "Please reduce the length of the messages."
+    )
+
+
+def test_openai_rate_limit_with_retry_after(fake_openai: FakeOpenAI) -> None:
+    fake_openai.push(Script(status=429, retry_after="7", error_message="Rate limit reached"))
+    with pytest.raises(openai.RateLimitError) as info:
+        openai_client(fake_openai).chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert info.value.response.headers["retry-after"] == "7"
+    assert (info.value.code, info.value.type) == ("rate_limit_exceeded", "requests")
+
+
+def test_request_record_keeps_every_field(fake_openai: FakeOpenAI) -> None:
+    with pytest.raises(LookupError):
+        fake_openai.last_body()
+    extra = {
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        "tool_choice": "auto",
+        "response_format": {"type": "json_object"},
+        "reasoning_effort": "low",
+        "top_k": 5,
+        "images": ["aGk="],
+        "options": {"num_ctx": 8192},
+    }
+    messages = [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,aGk="}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c", "content": "sunny"},
+    ]
+    completion = openai_client(fake_openai).chat.completions.create(
+        model="gpt-4o", messages=messages, extra_body=extra  # type: ignore[arg-type]
+    )
+    assert completion.choices[0].message.content == "Hello, world!"
+    body = fake_openai.last_body()
+    assert body["messages"] == messages
+    assert {k: body[k] for k in extra} == extra
 
 
 # -- scripting, timing and the disconnect record (both fakes) --------------------------

@@ -30,6 +30,13 @@ _ERROR_KINDS: dict[int, tuple[str, str | None]] = {
     500: ("server_error", None),
 }
 _ALNUM = string.ascii_letters + string.digits
+# OpenAI's 400 for a prompt over the model's context (param "messages", code "context_length_exceeded").
+_CONTEXT_MESSAGE = (
+    "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens. "
+    "Please reduce the length of the messages."
+)
+_DEFAULT_ERROR_MESSAGE = Script.__dataclass_fields__["error_message"].default
+_LOGPROB = -0.1  # every sampled token's logprob; top_logprobs alternatives get lower ones
 
 
 class _Default(enum.Enum):
@@ -44,6 +51,14 @@ _KEYS_URL = "https://platform.openai.com/account/api-keys"
 
 def _compact(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _random_id(prefix: str, length: int) -> str:
+    return prefix + "".join(secrets.choice(_ALNUM) for _ in range(length))
+
+
+def _token_logprob(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
 
 
 def _mask_key(key: str) -> str:
@@ -120,6 +135,16 @@ class FakeOpenAI(FakeUpstream):
 
     def send_error(self, ex: Exchange, status: int, message: str) -> None:
         self._error(ex, status, message)
+
+    def send_scripted_error(self, ex: Exchange, script: Script) -> None:
+        assert script.status is not None
+        if script.error_code == "context_length_exceeded":
+            message = _CONTEXT_MESSAGE if script.error_message == _DEFAULT_ERROR_MESSAGE else script.error_message
+            self._error(ex, script.status, message, code=script.error_code, param="messages")
+        elif script.error_code is not None:
+            self._error(ex, script.status, script.error_message, code=script.error_code)
+        else:
+            self._error(ex, script.status, script.error_message)
 
     def _authorized(self, ex: Exchange) -> bool:
         """Answer 401 like OpenAI unless the request carries the configured key."""
@@ -204,12 +229,20 @@ class FakeOpenAI(FakeUpstream):
         """The id/object/created/model/system_fingerprint head shared by a response's chunks."""
         if not ctx.extra:
             ctx.extra.update(
-                id="chatcmpl-" + "".join(secrets.choice(_ALNUM) for _ in range(29)),
+                id=_random_id("chatcmpl-", 29),
                 created=int(time.time()),
                 system_fingerprint="fp_" + secrets.token_hex(5),
+                role_sent=False,
             )
-            options = ctx.request.body.get("stream_options")
-            ctx.extra["include_usage"] = isinstance(options, dict) and options.get("include_usage") is True
+            body = ctx.request.body
+            options = body.get("stream_options")
+            ctx.extra["include_usage"] = (
+                isinstance(options, dict) and options.get("include_usage") is True and ctx.script.report_usage
+            )
+            top = body.get("top_logprobs")
+            ctx.extra["logprobs"] = body.get("logprobs") is True
+            ctx.extra["top_logprobs"] = top if isinstance(top, int) and not isinstance(top, bool) else 0
+            ctx.extra["call_ids"] = [call.get("id") or _random_id("call_", 24) for call in ctx.tool_calls]
         return {
             "id": ctx.extra["id"],
             "object": "chat.completion.chunk" if ctx.stream else "chat.completion",
@@ -218,10 +251,16 @@ class FakeOpenAI(FakeUpstream):
             "system_fingerprint": ctx.extra["system_fingerprint"],
         }
 
-    def _chunk(self, ctx: ChatContext, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+    def _chunk(
+        self,
+        ctx: ChatContext,
+        delta: dict[str, Any],
+        finish_reason: str | None = None,
+        logprobs: dict[str, Any] | None = None,
+    ) -> bytes:
         chunk: dict[str, Any] = {
             **self._ids(ctx),
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
         }
         if ctx.extra["include_usage"]:
             chunk["usage"] = None
@@ -231,21 +270,89 @@ class FakeOpenAI(FakeUpstream):
     def _event(obj: Any) -> bytes:
         return b"data: " + _compact(obj) + b"\n\n"
 
-    def _role_chunk(self, ctx: ChatContext) -> bytes:
-        return self._chunk(ctx, {"role": "assistant", "content": "", "refusal": None})
+    # -- pieces --------------------------------------------------------------------
 
-    def _usage(self, ctx: ChatContext) -> dict[str, int]:
-        prompt = ctx.script.prompt_tokens
-        return {"prompt_tokens": prompt, "completion_tokens": ctx.sent, "total_tokens": prompt + ctx.sent}
+    def _null_content(self, ctx: ChatContext) -> bool:
+        """Content is null (not "") when the answer is only tool calls and/or a refusal."""
+        return not ctx.tokens and bool(ctx.tool_calls or ctx.script.refusal)
+
+    def _opening(self, ctx: ChatContext) -> list[bytes]:
+        """The role chunk, once, before the first piece (a refusal-only answer opens with ``refusal: ""``)."""
+        self._ids(ctx)
+        if ctx.extra["role_sent"]:
+            return []
+        ctx.extra["role_sent"] = True
+        null = self._null_content(ctx)
+        delta = {
+            "role": "assistant",
+            "content": None if null else "",
+            "refusal": "" if null and ctx.script.refusal else None,
+        }
+        logprobs = {"content": [], "refusal": None} if ctx.extra["logprobs"] else None
+        return [self._chunk(ctx, delta, logprobs=logprobs)]
+
+    def _logprob_entry(self, ctx: ChatContext, token: str) -> dict[str, Any]:
+        top = [_token_logprob(token, _LOGPROB)] + [
+            _token_logprob(f"{token}~{k}", _LOGPROB - k) for k in range(1, ctx.extra["top_logprobs"])
+        ]
+        return {**_token_logprob(token, _LOGPROB), "top_logprobs": top[: ctx.extra["top_logprobs"]]}
+
+    def _finish_reason(self, ctx: ChatContext) -> str:
+        if ctx.tool_calls_sent and ctx.done_reason == "stop":
+            return "tool_calls"
+        return ctx.done_reason
+
+    def _usage(self, ctx: ChatContext) -> dict[str, Any]:
+        if ctx.script.usage is not None:
+            return dict(ctx.script.usage)
+        prompt, completion = ctx.script.prompt_tokens, ctx.generated
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    def reasoning_frames(self, ctx: ChatContext, index: int, piece: str) -> list[bytes]:
+        return self._opening(ctx) + [self._chunk(ctx, {ctx.script.reasoning_field: piece})]
 
     def token_frames(self, ctx: ChatContext, index: int, token: str) -> list[bytes]:
-        frame = self._chunk(ctx, {"content": token})
-        # The role chunk travels with the first token (it is not sent before the first-token delay).
-        return [self._role_chunk(ctx), frame] if index == 0 else [frame]
+        # The role chunk travels with the first piece (it is not sent before the first-token delay).
+        opening = self._opening(ctx)
+        logprobs = {"content": [self._logprob_entry(ctx, token)], "refusal": None} if ctx.extra["logprobs"] else None
+        return opening + [self._chunk(ctx, {"content": token}, logprobs=logprobs)]
+
+    def refusal_frames(self, ctx: ChatContext, index: int, piece: str) -> list[bytes]:
+        opening = self._opening(ctx)
+        logprobs = {"content": None, "refusal": [self._logprob_entry(ctx, piece)]} if ctx.extra["logprobs"] else None
+        return opening + [self._chunk(ctx, {"refusal": piece}, logprobs=logprobs)]
+
+    def _arguments(self, call: dict[str, Any]) -> str:
+        args = call.get("arguments", "")
+        return args if isinstance(args, str) else _compact(args).decode("utf-8")
+
+    def tool_call_frames(self, ctx: ChatContext) -> list[bytes]:
+        self._ids(ctx)
+        frames: list[bytes] = []
+        size = max(ctx.script.tool_args_chunk, 1)
+        for i, call in enumerate(ctx.tool_calls):
+            head = {
+                "index": i,
+                "id": ctx.extra["call_ids"][i],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": ""},
+            }
+            if ctx.extra["role_sent"]:
+                frames.append(self._chunk(ctx, {"tool_calls": [head]}))
+            else:
+                # Like the real API, a tool-only answer's first chunk is the role and the first call together.
+                ctx.extra["role_sent"] = True
+                delta = {"role": "assistant", "content": None, "tool_calls": [head], "refusal": None}
+                frames.append(self._chunk(ctx, delta))
+            args = self._arguments(call)
+            for start in range(0, len(args), size):
+                delta = {"tool_calls": [{"index": i, "function": {"arguments": args[start : start + size]}}]}
+                frames.append(self._chunk(ctx, delta))
+        return frames
 
     def final_frames(self, ctx: ChatContext) -> list[bytes]:
-        frames = [self._role_chunk(ctx)] if ctx.sent == 0 else []
-        frames.append(self._chunk(ctx, {}, ctx.done_reason))
+        frames = self._opening(ctx)
+        frames.append(self._chunk(ctx, {}, self._finish_reason(ctx)))
         if ctx.extra["include_usage"]:
             frames.append(self._event({**self._ids(ctx), "choices": [], "usage": self._usage(ctx)}))
         frames.append(b"data: [DONE]\n\n")
@@ -255,12 +362,37 @@ class FakeOpenAI(FakeUpstream):
         return self._event({"error": {"message": message, "type": "server_error", "param": None, "code": None}})
 
     def send_complete(self, ex: Exchange, ctx: ChatContext) -> None:
-        message = {"role": "assistant", "content": "".join(ctx.tokens), "refusal": None}
+        self._ids(ctx)
+        refusal = "".join(ctx.script.refusal[: ctx.refusal_sent]) or None
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None if self._null_content(ctx) else "".join(ctx.tokens),
+        }
+        if ctx.tool_calls_sent:
+            message["tool_calls"] = [
+                {
+                    "id": ctx.extra["call_ids"][i],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": self._arguments(call)},
+                }
+                for i, call in enumerate(ctx.tool_calls)
+            ]
+        message["refusal"] = refusal
+        if ctx.reasoning_sent:
+            message[ctx.script.reasoning_field] = "".join(ctx.script.reasoning)
+        logprobs = None
+        if ctx.extra["logprobs"]:
+            content = [self._logprob_entry(ctx, t) for t in ctx.tokens] if message["content"] is not None else None
+            refusals = [self._logprob_entry(ctx, p) for p in ctx.script.refusal] if refusal else None
+            logprobs = {"content": content, "refusal": refusals}
         body = {
             **self._ids(ctx),
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": ctx.done_reason}],
-            "usage": self._usage(ctx),
+            "choices": [
+                {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": self._finish_reason(ctx)}
+            ],
         }
+        if ctx.script.report_usage:
+            body["usage"] = self._usage(ctx)
         # Real non-streaming responses put system_fingerprint last.
         body["system_fingerprint"] = body.pop("system_fingerprint")
         self._send_json(ex, 200, body)

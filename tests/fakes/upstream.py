@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import email.utils
+import functools
 import http
 import json
 import math
@@ -29,6 +30,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
@@ -47,26 +49,71 @@ _JOIN_TIMEOUT_S = 5.0
 class Script:
     """What the fake does for one chat request.
 
+    A response plays, in order: the ``reasoning`` pieces, the content
+    ``tokens``, the ``refusal`` pieces (OpenAI only), the ``tool_calls``, then
+    the provider's final frames. ``first_token_delay_s`` comes before the first
+    of these pieces (whichever kind it is) and ``delay_s`` before each later
+    one (all the frames of the tool calls are one piece).
+
     Token positions count content tokens: ``error_after=2`` sends two tokens,
     then the provider's mid-stream error. ``hang_after``/``drop_after``/
     ``error_after`` values larger than the number of tokens act after the last
-    token (before the final "done" line/chunk).
+    token (before the refusal, the tool calls and the final "done" line/chunk);
+    ``hang_after=0`` with ``reasoning`` hangs after the reasoning, before the
+    first content token. A request's token limit (``max_tokens``,
+    ``num_predict``) cuts the content tokens only; when it cuts, the finish
+    reason is "length" and the tool calls are not sent (the model ran out).
     """
 
     tokens: list[str] = field(default_factory=lambda: ["Hello", ",", " world", "!"])
-    delay_s: float = 0.0  # pause before every token after the first
-    first_token_delay_s: float = 0.0  # pause before the first token (after the headers were sent)
+    delay_s: float = 0.0  # pause before every piece after the first
+    first_token_delay_s: float = 0.0  # pause before the first piece (after the headers were sent)
     status: int | None = None  # answer this HTTP status with the provider's error body instead of streaming
     error_message: str = "boom"  # text used in error bodies / error lines
     error_after: int | None = None  # after N tokens, send the provider's mid-stream error and end cleanly
     hang_after: int | None = None  # after N tokens, send nothing more until the client goes away
     drop_after: int | None = None  # after N tokens, close the TCP connection abruptly
     split_utf8: bool = False  # write each line/event in two socket writes, split inside a UTF-8 character
-    done_reason: str = "stop"  # "stop" or "length"
-    prompt_tokens: int = 7  # reported prompt token count; completion tokens = tokens sent
+    # "stop", "length", or anything else the provider may say ("content_filter" for OpenAI), passed as is.
+    done_reason: str = "stop"
+    # Reported prompt token count; completion tokens = content tokens + reasoning and refusal pieces sent.
+    prompt_tokens: int = 7
     headers_delay_s: float = 0.0  # pause BEFORE sending response headers (a model loading)
     raw_after: int | None = None  # after N tokens, write ``raw`` verbatim as one chunk (garbage, a huge line)
     raw: bytes = b""
+
+    # -- richer answers --------------------------------------------------------------
+    # Reasoning pieces, streamed before the content tokens. OpenAI: chunks with
+    # ``delta: {reasoning_field: piece}`` (vLLM, llama.cpp, DeepSeek), non-streaming
+    # ``message[reasoning_field]``; Ollama: ``message.thinking``.
+    reasoning: list[str] = field(default_factory=list)
+    # OpenAI only: "reasoning_content" (vLLM, llama.cpp, DeepSeek) or "reasoning" (OpenRouter, newer vLLM).
+    reasoning_field: str = "reasoning_content"
+    # Tool calls, sent after the content tokens: ``{"id": "call_abc", "name": "get_weather",
+    # "arguments": "{\"city\":\"Paris\"}"}`` (arguments a JSON string, or a dict). Without an
+    # "id", OpenAI makes one up (``call_`` + 24 characters) and Ollama sends none (as before 0.12.10).
+    # OpenAI streams the arguments in pieces of ``tool_args_chunk`` characters and finishes with
+    # "tool_calls" (unless ``done_reason`` is not "stop"); Ollama sends all calls in one line,
+    # arguments as a JSON object, and finishes with "stop", as it does.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    tool_args_chunk: int = 4
+    # OpenAI only: refusal pieces, after the role chunk (content stays null when there are no
+    # tokens); non-streaming ``message.refusal`` joined.
+    refusal: list[str] = field(default_factory=list)
+    # OpenAI: report exactly this usage object (details included) instead of the computed one.
+    # Ollama: its prompt_tokens / completion_tokens become prompt_eval_count / eval_count.
+    usage: dict[str, Any] | None = None
+    # False: OpenAI sends no usage chunk (and no ``usage: null`` per chunk) even when
+    # stream_options.include_usage was asked, and no ``usage`` key when not streaming;
+    # Ollama omits prompt_eval_count and eval_count from the done line.
+    report_usage: bool = True
+
+    # -- errors (with ``status``) --------------------------------------------------------
+    # The provider's error code: OpenAI's ``error.code``; "context_length_exceeded" (with
+    # status 400) gives the provider's real context-overflow body (its real message unless
+    # ``error_message`` was changed from the default).
+    error_code: str | None = None
+    retry_after: str | None = None  # a ``Retry-After`` header on the error response (e.g. "7")
 
 
 @dataclass(frozen=True)
@@ -91,6 +138,15 @@ class ChatContext:
     started: float = field(default_factory=time.monotonic)
     sent: int = 0  # content tokens sent so far (or "generated" when not streaming)
     extra: dict[str, Any] = field(default_factory=dict)  # provider-specific per-response values
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # calls to send ([] when the limit cut)
+    reasoning_sent: int = 0  # reasoning pieces sent so far
+    refusal_sent: int = 0  # refusal pieces sent so far
+    tool_calls_sent: bool = False  # whether the tool calls went out
+
+    @property
+    def generated(self) -> int:
+        """Completion tokens so far: content tokens plus reasoning and refusal pieces."""
+        return self.sent + self.reasoning_sent + self.refusal_sent
 
 
 class _ClientGone(Exception):
@@ -130,6 +186,7 @@ class Exchange:
         self.headers: dict[str, str] = {k.lower(): v for k, v in handler.headers.items()}
         self.sock: socket.socket = handler.connection
         self.track_disconnects = False  # only chat responses feed the disconnect record
+        self.extra_headers: list[tuple[str, str]] = []  # appended to the provider's headers (Retry-After)
         self.finished = False
         self._gone = False
         self._selector: selectors.BaseSelector | None = None
@@ -159,7 +216,7 @@ class Exchange:
             phrase = http.HTTPStatus(status).phrase
         except ValueError:
             phrase = ""
-        headers = self.fake.response_headers(self, status, content_type, length)
+        headers = self.fake.response_headers(self, status, content_type, length) + self.extra_headers
         if self.handler.close_connection and not any(k.lower() == "connection" for k, _ in headers):
             headers.append(("Connection", "close"))
         lines = [f"HTTP/1.1 {status} {phrase}"] + [f"{k}: {v}" for k, v in headers]
@@ -391,6 +448,16 @@ class FakeUpstream:
             self.completed = 0
             self.default = Script()
 
+    def last_body(self) -> dict[str, Any]:
+        """The parsed JSON body of the most recent chat request (``{}`` if it was not a JSON object).
+
+        :raise LookupError: no chat request arrived yet.
+        """
+        with self._lock:
+            if not self.requests:
+                raise LookupError("no chat request arrived yet")
+            return self.requests[-1].body
+
     def wait_requests(self, n: int, timeout: float = 5.0) -> list[Request]:
         """Block until at least ``n`` chat requests arrived; return a copy of all of them."""
         with self._changed:
@@ -502,14 +569,17 @@ class FakeUpstream:
             assert body is not None  # reject() answers every unusable body
             ex.pause(script.headers_delay_s)
             if script.status is not None:
-                self.send_error(ex, script.status, script.error_message)
+                if script.retry_after is not None:
+                    ex.extra_headers.append(("Retry-After", script.retry_after))
+                self.send_scripted_error(ex, script)
                 self._mark_completed()
                 return
             tokens = list(script.tokens)
             done_reason = script.done_reason
+            tool_calls = list(script.tool_calls)
             limit = self.token_limit(body)
             if limit is not None and limit < len(tokens):
-                tokens, done_reason = tokens[: max(limit, 0)], "length"
+                tokens, done_reason, tool_calls = tokens[: max(limit, 0)], "length", []
             ctx = ChatContext(
                 request=request,
                 script=script,
@@ -517,6 +587,7 @@ class FakeUpstream:
                 tokens=tokens,
                 done_reason=done_reason,
                 stream=self.wants_stream(body),
+                tool_calls=tool_calls,
             )
             if self._run_tokens(ex, ctx):
                 self._mark_completed()
@@ -531,15 +602,28 @@ class FakeUpstream:
             self._changed.notify_all()
 
     def _run_tokens(self, ex: Exchange, ctx: ChatContext) -> bool:
-        """Play the script's token loop; return True when the response was fully sent."""
+        """Play the script's pieces; return True when the response was fully sent."""
         script, n = ctx.script, len(ctx.tokens)
         split = script.split_utf8
+        first = True
+
+        def piece(frames: Callable[[], list[bytes]]) -> None:
+            """Pause before a piece, then write its frames (built after the pause: fresh timestamps)."""
+            nonlocal first
+            ex.pause(script.first_token_delay_s if first else script.delay_s)
+            first = False
+            if ctx.stream:
+                for frame in frames():
+                    ex.write_chunk(frame, split)
 
         def hits(after: int | None, i: int) -> bool:
             return after is not None and i == min(max(after, 0), n)
 
         if ctx.stream:
             ex.start_stream(200, self.stream_content_type)
+        for j, text in enumerate(script.reasoning):
+            piece(functools.partial(self.reasoning_frames, ctx, j, text))
+            ctx.reasoning_sent = j + 1
         for i in range(n + 1):
             if hits(script.error_after, i):
                 if ctx.stream:
@@ -558,11 +642,14 @@ class FakeUpstream:
                 ex.write_chunk(script.raw)
             if i == n:
                 break
-            ex.pause(script.first_token_delay_s if i == 0 else script.delay_s)
-            if ctx.stream:
-                for frame in self.token_frames(ctx, i, ctx.tokens[i]):
-                    ex.write_chunk(frame, split)
+            piece(functools.partial(self.token_frames, ctx, i, ctx.tokens[i]))
             ctx.sent = i + 1
+        for j, text in enumerate(script.refusal):
+            piece(functools.partial(self.refusal_frames, ctx, j, text))
+            ctx.refusal_sent = j + 1
+        if ctx.tool_calls:
+            piece(functools.partial(self.tool_call_frames, ctx))
+            ctx.tool_calls_sent = True
         if ctx.stream:
             for frame in self.final_frames(ctx):
                 ex.write_chunk(frame, split)
@@ -598,6 +685,11 @@ class FakeUpstream:
         """Send the provider's error response for ``status``."""
         raise NotImplementedError
 
+    def send_scripted_error(self, ex: Exchange, script: Script) -> None:
+        """Send the error a script's ``status`` asks for (providers add ``error_code``)."""
+        assert script.status is not None
+        self.send_error(ex, script.status, script.error_message)
+
     def token_limit(self, body: dict[str, Any]) -> int | None:
         """The request's cap on generated tokens, if any."""
         raise NotImplementedError
@@ -608,6 +700,18 @@ class FakeUpstream:
 
     def token_frames(self, ctx: ChatContext, index: int, token: str) -> list[bytes]:
         """Frames (each one chunk) carrying token ``index``."""
+        raise NotImplementedError
+
+    def reasoning_frames(self, ctx: ChatContext, index: int, piece: str) -> list[bytes]:
+        """Frames carrying reasoning piece ``index``."""
+        raise NotImplementedError
+
+    def refusal_frames(self, ctx: ChatContext, index: int, piece: str) -> list[bytes]:
+        """Frames carrying refusal piece ``index`` (none where the provider has no refusals)."""
+        return []
+
+    def tool_call_frames(self, ctx: ChatContext) -> list[bytes]:
+        """Frames carrying all of ``ctx.tool_calls``."""
         raise NotImplementedError
 
     def final_frames(self, ctx: ChatContext) -> list[bytes]:
