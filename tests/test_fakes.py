@@ -27,6 +27,16 @@ from tests.fakes.upstream import FakeUpstream
 pytestmark = pytest.mark.timeout(15)
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
+WEATHER_CALL = {"id": "call_abc", "name": "get_weather", "arguments": '{"city":"Paris"}'}
+
+
+class GetWeather(pydantic.BaseModel):
+    city: str
+
+
+class Answer(pydantic.BaseModel):
+    city: str
+    temperature: float
 
 
 # -- helpers -------------------------------------------------------------------
@@ -253,6 +263,125 @@ def test_ollama_drop_truncates_body(fake_ollama: FakeOllama) -> None:
     assert fake_ollama.disconnects == [] and fake_ollama.completed == 0
 
 
+def test_ollama_thinking_streams_before_content(fake_ollama: FakeOllama) -> None:
+    fake_ollama.push(Script(reasoning=["Hmm", ", ok."], tokens=["Hi", "!"]))
+    parts = list(ollama_client(fake_ollama).chat(model="llama3", messages=MESSAGES, stream=True, think=True))
+    assert [(p.message.thinking, p.message.content) for p in parts[:-1]] == [
+        ("Hmm", ""),
+        (", ok.", ""),
+        (None, "Hi"),
+        (None, "!"),
+    ]
+    assert parts[-1].done is True and parts[-1].eval_count == 4  # thinking counts as generated
+    assert fake_ollama.last_body()["think"] is True
+
+    fake_ollama.push(Script(reasoning=["Hmm", ", ok."], tokens=["Hi", "!"]))
+    resp = ollama_client(fake_ollama).chat(model="llama3", messages=MESSAGES, stream=False)
+    assert (resp.message.thinking, resp.message.content) == ("Hmm, ok.", "Hi!")
+
+
+def test_ollama_thinking_wire_format(fake_ollama: FakeOllama) -> None:
+    fake_ollama.push(Script(reasoning=["<a>"], tokens=["b"]))
+    _, _, chunks = split_response(read_to_eof(raw_post(fake_ollama, "/api/chat", {"model": "llama3"})))
+    assert b'"message":{"role":"assistant","content":"","thinking":"\\u003ca\\u003e"},"done":false}\n' in chunks[0]
+    assert json.loads(chunks[1])["message"] == {"role": "assistant", "content": "b"}
+
+
+def test_ollama_tool_calls(fake_ollama: FakeOllama) -> None:
+    second = {"name": "get_time", "arguments": {"tz": "CET"}}
+    fake_ollama.push(Script(tokens=[], tool_calls=[WEATHER_CALL, second]))
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    parts = list(ollama_client(fake_ollama).chat(model="llama3", messages=MESSAGES, tools=tools, stream=True))
+    assert len(parts) == 2
+    calls = parts[0].message.tool_calls or []
+    assert [(c.function.name, c.function.arguments) for c in calls] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_time", {"tz": "CET"}),
+    ]
+    assert parts[0].done is False and parts[0].message.content == ""
+    assert (parts[1].done, parts[1].done_reason, parts[1].message.tool_calls) == (True, "stop", None)
+    assert fake_ollama.last_body()["tools"] == tools
+
+    fake_ollama.push(Script(tokens=["ok"], tool_calls=[WEATHER_CALL]))
+    resp = ollama_client(fake_ollama).chat(model="llama3", messages=MESSAGES, stream=False)
+    assert resp.message.content == "ok" and resp.done_reason == "stop"
+    assert resp.message.tool_calls is not None and resp.message.tool_calls[0].function.arguments == {"city": "Paris"}
+
+
+def test_ollama_tool_calls_wire_format(fake_ollama: FakeOllama) -> None:
+    # With an id: Ollama 0.12.10+ (id, function.index always). Without: earlier (no id, index 0 omitted).
+    calls = [
+        WEATHER_CALL,
+        {"name": "f", "arguments": '{"b":1,"a":2}'},
+        {"id": "call_x", "name": "g", "arguments": '{"b":1,"a":2}'},
+    ]
+    fake_ollama.push(Script(tokens=[], tool_calls=calls))
+    _, _, chunks = split_response(read_to_eof(raw_post(fake_ollama, "/api/chat", {"model": "llama3"})))
+    assert len(chunks) == 2
+    line = json.loads(chunks[0])
+    assert list(line) == ["model", "created_at", "message", "done"]
+    assert list(line["message"]) == ["role", "content", "tool_calls"]
+    assert line["message"]["tool_calls"] == [
+        {"id": "call_abc", "function": {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}}},
+        {"function": {"index": 1, "name": "f", "arguments": {"a": 2, "b": 1}}},
+        {"id": "call_x", "function": {"index": 2, "name": "g", "arguments": {"b": 1, "a": 2}}},
+    ]
+    assert list(line["message"]["tool_calls"][1]["function"]["arguments"]) == ["a", "b"]  # a Go map: sorted
+    assert list(line["message"]["tool_calls"][2]["function"]["arguments"]) == ["b", "a"]  # ordered since 0.12.10
+    fake_ollama.push(Script(tokens=[], tool_calls=[{"name": "f", "arguments": {}}]))
+    _, _, chunks = split_response(read_to_eof(raw_post(fake_ollama, "/api/chat", {"model": "llama3"})))
+    assert json.loads(chunks[0])["message"]["tool_calls"] == [{"function": {"name": "f", "arguments": {}}}]
+
+
+def test_ollama_usage_override_and_absent(fake_ollama: FakeOllama) -> None:
+    client = ollama_client(fake_ollama)
+    fake_ollama.push(Script(usage={"prompt_tokens": 30, "completion_tokens": 12}))
+    final = list(client.chat(model="llama3", messages=MESSAGES, stream=True))[-1]
+    assert (final.prompt_eval_count, final.eval_count) == (30, 12)
+    fake_ollama.push(Script(report_usage=False))
+    final = list(client.chat(model="llama3", messages=MESSAGES, stream=True))[-1]
+    assert final.done is True and final.prompt_eval_count is None and final.eval_count is None
+    assert final.total_duration
+    fake_ollama.push(Script(report_usage=False))
+    assert client.chat(model="llama3", messages=MESSAGES, stream=False).eval_count is None
+
+
+def test_ollama_context_length_and_retry_after(fake_ollama: FakeOllama) -> None:
+    fake_ollama.push(Script(status=400, error_code="context_length_exceeded"))
+    with pytest.raises(ollama.ResponseError) as info:
+        list(ollama_client(fake_ollama).chat(model="llama3", messages=MESSAGES, stream=True))
+    assert (info.value.status_code, info.value.error) == (400, "the input length exceeds the context length")
+    fake_ollama.push(Script(status=429, retry_after="3", error_message="server busy"))
+    raw = requests.post(f"{fake_ollama.url}/api/chat", json={"model": "llama3"}, timeout=5)
+    assert (raw.status_code, raw.headers["retry-after"], raw.json()) == (429, "3", {"error": "server busy"})
+
+
+def test_ollama_request_record_keeps_every_field(fake_ollama: FakeOllama) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    messages = [
+        {"role": "user", "content": "what is this?", "images": ["aGk="]},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {"a": 1}}}]},
+        {"role": "tool", "content": "sunny", "tool_name": "f"},
+    ]
+    ollama_client(fake_ollama).chat(
+        model="llama3",
+        messages=messages,
+        stream=False,
+        format=schema,
+        options={"num_ctx": 8192, "temperature": 0.2},
+        keep_alive="5m",
+        think=True,
+    )
+    body = fake_ollama.last_body()
+    assert body["format"] == schema and body["keep_alive"] == "5m" and body["think"] is True
+    assert body["options"] == {"num_ctx": 8192, "temperature": 0.2}
+    assert body["messages"][0]["images"] == ["aGk="]
+    assert body["messages"][1]["tool_calls"][0]["function"] == {"name": "f", "arguments": {"a": 1}}
+    assert body["messages"][2]["tool_name"] == "f"
+    raw = requests.post(f"{fake_ollama.url}/api/chat", json={"model": "llama3", "stream": False, "x": [1]}, timeout=5)
+    assert raw.status_code == 200 and fake_ollama.last_body()["x"] == [1]
+
+
 # -- OpenAI ----------------------------------------------------------------------
 
 
@@ -415,18 +544,6 @@ def test_openai_drop_truncates_body(fake_openai: FakeOpenAI) -> None:
 
 
 # -- OpenAI: reasoning, tool calls, refusals, logprobs, usage, errors -----------------------
-
-WEATHER_CALL = {"id": "call_abc", "name": "get_weather", "arguments": '{"city":"Paris"}'}
-
-
-class GetWeather(pydantic.BaseModel):
-    city: str
-
-
-class Answer(pydantic.BaseModel):
-    city: str
-    temperature: float
-
 
 def sse_events(fake: FakeUpstream, body: dict[str, Any]) -> list[dict[str, Any]]:
     """POST a chat body over a raw socket; return the SSE events' JSON (without [DONE])."""
@@ -755,6 +872,16 @@ def test_disconnect_is_recorded_promptly(fake: Any, script: Script) -> None:
     assert 0 <= noticed - closed_at < 0.5
     assert server.disconnects == [noticed]
     assert server.completed == 0
+
+
+def test_reasoning_comes_before_a_hang_at_zero(fake: Any) -> None:
+    server, path, body, _ = fake
+    server.push(Script(reasoning=["mull"], hang_after=0))
+    sock = raw_post(server, path, body)
+    assert b'"mull"}' in read_until(sock, b'"mull"}')  # the reasoning went out, then nothing
+    closed_at = time.monotonic()
+    sock.close()
+    assert server.wait_disconnect(2.0) - closed_at < 0.5
 
 
 def test_disconnect_with_requests_before_first_token(fake: Any) -> None:

@@ -5,6 +5,12 @@ Mirrors Ollama's Go/gin server: ``POST /api/chat`` streams NDJSON
 errors are ``{"error":"..."}`` (``application/json; charset=utf-8``), JSON is
 compact with Go's HTML-safe escaping, and headers come in Go's order.
 See ``docs/api.md`` of github.com/ollama/ollama.
+
+Thinking comes as ``message.thinking`` lines before the content (Ollama
+0.9+); tool calls as one ``message.tool_calls`` line (arguments JSON objects)
+before the done line, whose ``done_reason`` stays "stop". The top-level field
+order (``done_reason`` before ``done``) and :attr:`FakeOllama.version` are
+those of 0.6.8; newer servers put ``done`` first, which no JSON client sees.
 """
 
 from __future__ import annotations
@@ -15,9 +21,15 @@ import re
 import time
 from typing import Any, ClassVar
 
-from .upstream import ChatContext, Exchange, FakeUpstream, Request
+from .upstream import ChatContext, Exchange, FakeUpstream, Request, Script
 
 __all__ = ["FakeOllama", "go_json"]
+
+# Ollama's words for an input over the context window. /api/chat truncates the history to fit
+# by default; this 400 is what it answers when it may not (``"truncate": false``), and what
+# /api/embed answers. A script asks for it with error_code="context_length_exceeded".
+_CONTEXT_MESSAGE = "the input length exceeds the context length"
+_DEFAULT_ERROR_MESSAGE = Script.__dataclass_fields__["error_message"].default
 
 _GO_ESCAPES = {
     "<": "\\u003c",
@@ -74,6 +86,13 @@ class FakeOllama(FakeUpstream):
         """gin's ``c.JSON(status, gin.H{"error": message})``."""
         self._send_json(ex, status, {"error": message})
 
+    def send_scripted_error(self, ex: Exchange, script: Script) -> None:
+        assert script.status is not None
+        message = script.error_message
+        if script.error_code == "context_length_exceeded" and message == _DEFAULT_ERROR_MESSAGE:
+            message = _CONTEXT_MESSAGE
+        self.send_error(ex, script.status, message)  # Ollama's errors carry no code
+
     def _known(self, model: str) -> bool:
         wanted = _full_name(model)
         return any(_full_name(m) == wanted for m in self.models)
@@ -105,11 +124,12 @@ class FakeOllama(FakeUpstream):
     def wants_stream(self, body: dict[str, Any]) -> bool:
         return body.get("stream") is not False  # Ollama streams unless told otherwise
 
-    def _message_line(self, ctx: ChatContext, content: str) -> dict[str, Any]:
+    def _message_line(self, ctx: ChatContext, content: str, **message: Any) -> dict[str, Any]:
+        """A ChatResponse line; ``message`` adds Message fields after role and content (Go's order)."""
         return {
             "model": ctx.model,
             "created_at": go_time(),
-            "message": {"role": "assistant", "content": content},
+            "message": {"role": "assistant", "content": content, **message},
             "done": False,
         }
 
@@ -117,22 +137,53 @@ class FakeOllama(FakeUpstream):
         """``done_reason``, ``done`` and the Metrics fields (omitempty, like Go)."""
         elapsed_ns = max(int((time.monotonic() - ctx.started) * 1e9), 1)
         load_ns = max(int(ctx.script.headers_delay_s * 1e9), 1)
+        usage = ctx.script.usage or {}
         metrics = {
             "total_duration": elapsed_ns + load_ns,
             "load_duration": load_ns,
-            "prompt_eval_count": ctx.script.prompt_tokens,
+            "prompt_eval_count": usage.get("prompt_tokens", ctx.script.prompt_tokens),
             "prompt_eval_duration": 1_000_000,
-            "eval_count": ctx.sent,
+            # Thinking is generated text too: eval_count counts it.
+            "eval_count": usage.get("completion_tokens", ctx.sent + ctx.reasoning_sent),
             "eval_duration": elapsed_ns,
         }
+        if not ctx.script.report_usage:
+            del metrics["prompt_eval_count"], metrics["eval_count"]
         return {
             "done_reason": ctx.done_reason,
             "done": True,
             **{k: v for k, v in metrics.items() if v},
         }
 
+    def _tool_calls(self, ctx: ChatContext) -> list[dict[str, Any]]:
+        """``message.tool_calls`` as Ollama sends them: arguments a JSON object.
+
+        A call with an ``id`` comes as Ollama 0.12.10+ sends it (``id``, ``function.index``
+        always, arguments in the model's order); one without, as earlier versions did (no id,
+        ``index`` omitted when 0, arguments a Go map: keys sorted).
+        """
+        calls = []
+        for i, call in enumerate(ctx.tool_calls):
+            args = call.get("arguments", {})
+            if isinstance(args, str):
+                args = json.loads(args) if args.strip() else {}
+            if call.get("id"):
+                calls.append({"id": call["id"], "function": {"index": i, "name": call["name"], "arguments": args}})
+            else:
+                function: dict[str, Any] = {"index": i} if i else {}
+                function.update(name=call["name"], arguments=json.loads(json.dumps(args, sort_keys=True)))
+                calls.append({"function": function})
+        return calls
+
+    def reasoning_frames(self, ctx: ChatContext, index: int, piece: str) -> list[bytes]:
+        return [go_json(self._message_line(ctx, "", thinking=piece)) + b"\n"]
+
     def token_frames(self, ctx: ChatContext, index: int, token: str) -> list[bytes]:
         return [go_json(self._message_line(ctx, token)) + b"\n"]
+
+    def tool_call_frames(self, ctx: ChatContext) -> list[bytes]:
+        # All calls in one line before the done line (done_reason stays "stop"), as Ollama streams them.
+        return [go_json(self._message_line(ctx, "", tool_calls=self._tool_calls(ctx))) + b"\n"]
 
     def final_frames(self, ctx: ChatContext) -> list[bytes]:
         line = self._message_line(ctx, "")
@@ -143,7 +194,12 @@ class FakeOllama(FakeUpstream):
         return go_json({"error": message}) + b"\n"
 
     def send_complete(self, ex: Exchange, ctx: ChatContext) -> None:
-        line = self._message_line(ctx, "".join(ctx.tokens))
+        message: dict[str, Any] = {}
+        if ctx.reasoning_sent:
+            message["thinking"] = "".join(ctx.script.reasoning)
+        if ctx.tool_calls_sent:
+            message["tool_calls"] = self._tool_calls(ctx)
+        line = self._message_line(ctx, "".join(ctx.tokens), **message)
         del line["done"]
         self._send_json(ex, 200, {**line, **self._done_fields(ctx)})
 

@@ -5,6 +5,16 @@
 compact raw-UTF-8 JSON, ending with ``data: [DONE]``); non-streaming and
 error bodies are indented JSON like the real API's; errors carry
 ``{"error":{"message","type","param","code"}}``.
+
+Chunk shapes follow recorded API streams (openai-python's
+``.inline-snapshot`` fixtures): the role chunk is
+``{"role":"assistant","content":"","refusal":null}``, or with content null and
+``"refusal":""`` for a refusal-only answer; a tool-only answer's first chunk
+carries the role and the first call's ``id``/``type``/``name`` together, then
+argument pieces per ``index``; with ``"logprobs": true`` the role chunk has
+``{"content":[],"refusal":null}`` and each token chunk its own entry.
+Reasoning comes as ``delta.reasoning_content`` (vLLM, llama.cpp, DeepSeek) or
+``delta.reasoning`` (OpenRouter), which api.openai.com itself never sends.
 """
 
 from __future__ import annotations
