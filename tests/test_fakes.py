@@ -710,6 +710,9 @@ def test_openai_content_filter_passes_through(fake_openai: FakeOpenAI) -> None:
     with pytest.raises(openai.ContentFilterFinishReasonError):
         with client.chat.completions.stream(model="gpt-4o", messages=MESSAGES, response_format=Answer) as stream:
             stream.until_done()
+    fake_openai.push(Script(tokens=['{"ci', 'ty"']))
+    with pytest.raises(openai.LengthFinishReasonError):
+        client.chat.completions.parse(model="gpt-4o", messages=MESSAGES, response_format=Answer, max_tokens=1)
 
 
 def test_openai_parse_structured_output(fake_openai: FakeOpenAI) -> None:

@@ -90,7 +90,7 @@ class Script:
     # OpenAI only: "reasoning_content" (vLLM, llama.cpp, DeepSeek) or "reasoning" (OpenRouter, newer vLLM).
     reasoning_field: str = "reasoning_content"
     # Tool calls, sent after the content tokens: ``{"id": "call_abc", "name": "get_weather",
-    # "arguments": "{\"city\":\"Paris\"}"}`` (arguments a JSON string, or a dict). Without an
+    # "arguments": "{\"city\":\"Paris\"}"}`` ("name" required, arguments a JSON string or a dict). Without an
     # "id", OpenAI makes one up (``call_`` + 24 characters) and Ollama sends none (as before 0.12.10).
     # OpenAI streams the arguments in pieces of ``tool_args_chunk`` characters and finishes with
     # "tool_calls" (unless ``done_reason`` is not "stop"); Ollama sends all calls in one line,
