@@ -58,6 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             settings["SLUICE_GENERATION_TTL_S"],
             settings["SLUICE_MAX_GENERATIONS"],
             settings["SLUICE_LEASE_S"],
+            settings["SLUICE_REDIS_TIMEOUT_S"],
         )
     else:
         broker = MemoryBroker(settings["SLUICE_GENERATION_TTL_S"], settings["SLUICE_MAX_GENERATIONS"], ticker)

@@ -65,6 +65,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "SLUICE_HEARTBEAT_S": (15.0, _float),
     "SLUICE_RETRY_MS": (3000, _int),
     "SLUICE_MAX_BODY_BYTES": (1_048_576, _int),
+    # A request body must arrive within this (slow, short or never-ending bodies are cut: 408).
+    "SLUICE_BODY_TIMEOUT_S": (30.0, _float),
     "SLUICE_MAX_STREAMS": (10_000, _int),
     "SLUICE_MODELS_TIMEOUT_S": (2.0, _float),
     "SLUICE_GENERATION_TTL_S": (600.0, _float),
@@ -75,6 +77,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "SLUICE_WS_PING_S": (25.0, _float),
     "SLUICE_REDIS_URL": (None, _optional_str),
     "SLUICE_LEASE_S": (5.0, _float),
+    # Each Redis call gives up after this long: a dead or hung Redis is an outage, not a hang.
+    "SLUICE_REDIS_TIMEOUT_S": (2.0, _float),
     "SLUICE_API_KEYS": ((), _csv),
     "SLUICE_API_KEYS_FILE": (None, _optional_str),
     "SLUICE_METRICS_KEY": (None, _optional_str),

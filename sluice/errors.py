@@ -14,8 +14,9 @@
     ├── UpstreamError                502 upstream_error
     ├── Overloaded (RetryAfter)      503 overloaded
     ├── UpstreamUnavailable (RA)     503 upstream_unavailable
+    ├── BrokerUnavailable (RA)       503 broker_unavailable    (Redis does not answer)
     ├── UpstreamTimeout              504 upstream_timeout
-    ├── GenerationLost               500 generation_lost       (in-band only)
+    ├── GenerationLost (RA)          503 generation_lost       (in-band only)
     └── ServerShuttingDown (RA)      503 server_shutting_down  (in-band only)
 
 Before the first byte of a response an exception becomes an HTTP status with
@@ -49,6 +50,7 @@ __all__ = [
     "Overloaded",
     "UpstreamUnavailable",
     "UpstreamTimeout",
+    "BrokerUnavailable",
     "GenerationLost",
     "ServerShuttingDown",
     "error_from_code",
@@ -147,8 +149,15 @@ class UpstreamTimeout(SluiceError):
     status, code, message = 504, "upstream_timeout", "The model provider did not answer in time."
 
 
-class GenerationLost(SluiceError):
-    status, code, message = 500, "generation_lost", "The worker running this generation stopped."
+class BrokerUnavailable(_RetryAfter, SluiceError):
+    # A dependency outage, not a bug: no trace, and the client retries.
+    status, code, message = 503, "broker_unavailable", "The event store is unreachable; retry shortly."
+    retry_after = 5
+
+
+class GenerationLost(_RetryAfter, SluiceError):
+    # In-band; a 503 only when it ends a response still held for its first token.
+    status, code, message = 503, "generation_lost", "The worker running this generation stopped."
 
 
 class ServerShuttingDown(_RetryAfter, SluiceError):

@@ -29,14 +29,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+from flask import Flask, has_request_context
+from flask import request as http_request
 
 from providers import Abort, Registry
 
 from . import events, runner
 from .broker import Broker
 from .chat import ChatRequest
-from .errors import Overloaded, RateLimited, ServerShuttingDown, SluiceError
+from .errors import BrokerUnavailable, GenerationLost, Overloaded, RateLimited, ServerShuttingDown, SluiceError
 from .events import Event
 from .tasks import Task, spawn
 from .ticker import Ticker
@@ -70,6 +71,7 @@ class Generation:
     first_token_s: float | None = None
     tokens: int = 0
     outcome: str | None = None
+    shared: bool = True  # its events go to the broker (False: started while the broker was down)
 
     def summary(self) -> dict[str, Any]:
         """The fields of the access log line."""
@@ -78,6 +80,20 @@ class Generation:
             line["ttft_ms"] = round(self.first_token_s * 1000, 1)
         line["outcome"] = self.outcome or "running"
         return line
+
+
+def _may_run_unshared(request: ChatRequest, detached: bool) -> bool:
+    """Whether ``request`` may run in this worker alone while the broker is down.
+
+    Only when nobody could follow it by id anyway: a tied ``stream: false``
+    answer (its id arrives with the end), or any ``/v1`` request (OpenAI's
+    clients never resume). A stream that hands out its id, or a background
+    generation, promises a resume the broker alone can keep (README, "Several
+    workers and hosts").
+    """
+    if detached:
+        return False
+    return not request.stream or (has_request_context() and http_request.path.startswith("/v1/"))
 
 
 def parse_fallbacks(entries: tuple[str, ...]) -> dict[str, list[str]]:
@@ -161,6 +177,11 @@ class Generations:
             self.metrics.active_streams.inc()
         try:
             self.broker.create(generation.id, request.model, owner)
+        except BrokerUnavailable:
+            if not _may_run_unshared(request, detached):
+                self._release(generation.id)
+                raise
+            generation.shared = False
         except BaseException:
             self._release(generation.id)
             raise
@@ -216,10 +237,15 @@ class Generations:
         idle_s: float | None = None,
     ) -> Iterator[list[Event] | None]:
         def publish(event: Event) -> None:
-            self.broker.publish(generation.id, event)
+            if generation.shared:
+                self.broker.publish(generation.id, event)
             self._observe(generation, event)
 
         def failed(exc: Exception) -> Event:
+            if isinstance(exc, BrokerUnavailable):
+                # An outage, reported once by the broker: the listener's end, without an
+                # id (nothing was recorded), so its Last-Event-ID stays good for a resume.
+                return Event.make(-1, events.error(GenerationLost("The event store is unreachable; retry shortly.")))
             # A broker that went away, or a bug; never a user error. Listeners must
             # still see the one event that ends every generation.
             log.error("generation %s failed: %s", generation.id, type(exc).__name__, exc_info=exc)
@@ -289,7 +315,7 @@ class Generations:
                     self._janitor = None
                     return
             try:
-                self.broker.renew([g.id for g in running])
+                self.broker.renew([g.id for g in running if g.shared])
             except Exception:  # the broker is away: listeners and /readyz say so
                 log.warning("could not renew leases")
             now = time.time()

@@ -18,6 +18,15 @@ worker ends the same way. Finished generations expire after
 go first. If Redis itself goes away, a listener ends with an ``error`` event
 (``generation_lost``, no id: its ``Last-Event-ID`` stays valid for a resume
 once Redis is back), publishing fails the generation, and ``/readyz`` says 503.
+
+An outage is not a bug: every call has ``SLUICE_REDIS_TIMEOUT_S`` (a hung
+Redis answers nothing, so without a timeout a call would wait for the whole
+outage), a refused or timed-out call raises ``BrokerUnavailable`` (``503
+broker_unavailable`` before a response starts, ``generation_lost`` in a
+stream), and the worker logs one WARNING when Redis stops answering and one
+INFO line when it answers again, not a trace per call. While it is known to be
+down, calls fail at once, except one probe a second (and every ``ping``), so
+a hung Redis does not hold a greenlet and a connection per request.
 """
 
 from __future__ import annotations
@@ -28,12 +37,13 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from functools import wraps
+from typing import Any, TypeVar
 
 import redis
 
 from .. import events
-from ..errors import GenerationLost, GenerationNotFound, Overloaded
+from ..errors import BrokerUnavailable, GenerationLost, GenerationNotFound, Overloaded
 from ..events import Event
 
 __all__ = ["RedisBroker"]
@@ -46,6 +56,11 @@ _PREFIX = "sluice:"
 _RUNNING_TTL_S = 24 * 3600
 _POLL_S = 1.0  # longest XREAD block between two lease checks
 _BATCH = 512
+_PROBE_S = 1.0  # while Redis is down, at most one call a second tries it
+# What an outage looks like from redis-py (refused, reset, timed out, loading).
+_OUTAGE = (redis.ConnectionError, redis.TimeoutError)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 # KEYS: hash, stream, ended-zset; ARGV: seq+1, json, status, ttl, now, id
 _END = """
@@ -57,6 +72,54 @@ redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
 return 1
 """
+
+
+class _Outage:
+    """Whether Redis answers, as this worker last saw it; says so once per change."""
+
+    __slots__ = ("since", "_probed")
+
+    def __init__(self) -> None:
+        self.since: float | None = None  # monotonic time of the first failure
+        self._probed = 0.0
+
+    def check(self) -> None:
+        """Fail at once while Redis is known to be down, but let one call a second try it."""
+        if self.since is not None:
+            now = time.monotonic()
+            if now - self._probed < _PROBE_S:
+                raise BrokerUnavailable()
+            self._probed = now
+
+    def failed(self, exc: BaseException) -> BrokerUnavailable:
+        if self.since is None:
+            self.since = self._probed = time.monotonic()
+            log.warning(
+                "redis unreachable (%s): streams that need it end with generation_lost, "
+                "new ones get 503 broker_unavailable until it answers", type(exc).__name__,
+            )
+        return BrokerUnavailable()
+
+    def answered(self) -> None:
+        if self.since is not None:
+            log.info("redis answers again after %.1fs", time.monotonic() - self.since)
+            self.since = None
+
+
+def _guarded(method: _F) -> _F:
+    """Raise ``BrokerUnavailable`` instead of redis-py's outage errors, and keep ``_Outage`` current."""
+
+    @wraps(method)
+    def call(self: RedisBroker, *args: Any, **kwargs: Any) -> Any:
+        self.outage.check()
+        try:
+            result = method(self, *args, **kwargs)
+        except _OUTAGE as exc:
+            raise self.outage.failed(exc) from exc
+        self.outage.answered()
+        return result
+
+    return call  # type: ignore[return-value]
 
 
 def _status_of(event: Event) -> str:
@@ -74,18 +137,24 @@ class RedisBroker:
         ttl_s: float = 600.0,
         max_generations: int = 10_000,
         lease_s: float = 5.0,
-        socket_timeout_s: float = 5.0,
+        socket_timeout_s: float = 2.0,
     ) -> None:
         self.ttl_s = int(max(1, ttl_s))
         self.max_generations = max_generations
         self.lease_s = lease_s
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.socket_timeout_s = socket_timeout_s
-        # XREAD blocks for up to _POLL_S: the read timeout leaves room for that.
+        self.outage = _Outage()
+        # Every call, connecting included, gives up after the timeout: a hung Redis
+        # (stopped, a network partition) answers nothing, and a dead one may not
+        # even refuse. redis-py does not retry these (from_url's default), so the
+        # timeout bounds each call.
         self.redis = redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout_s + _POLL_S,
-            socket_connect_timeout=socket_timeout_s,
+            url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s, health_check_interval=30,
+        )
+        # XREAD blocks for up to _POLL_S by design: its connections wait that much longer.
+        self._blocking = redis.Redis.from_url(
+            url, socket_timeout=socket_timeout_s + _POLL_S, socket_connect_timeout=socket_timeout_s,
             health_check_interval=30,
         )
         self._end = self.redis.register_script(_END)
@@ -111,10 +180,12 @@ class RedisBroker:
 
     # -- the producer side ---------------------------------------------------------
 
+    @_guarded
     def create(self, generation_id: str, model: str, key: str | None = None) -> None:
         """Record a running generation owned by this worker, making room if needed.
 
         :raise Overloaded: every generation kept is still running.
+        :raise BrokerUnavailable: Redis does not answer.
         """
         now = time.time()
         expired = self.redis.zrangebyscore(f"{_PREFIX}ended", "-inf", now - self.ttl_s)
@@ -136,6 +207,7 @@ class RedisBroker:
         pipe.zadd(f"{_PREFIX}gens", {generation_id: now})
         pipe.execute()
 
+    @_guarded
     def publish(self, generation_id: str, event: Event) -> None:
         """Append ``event``; the final one also sets the status and the expiry."""
         if event.type in events.TERMINAL:
@@ -152,9 +224,20 @@ class RedisBroker:
         pipe.execute()
 
     def renew(self, generation_ids: list[str]) -> None:
-        """Extend this worker's leases (called about three times per lease period)."""
+        """Extend this worker's leases (called about three times per lease period).
+
+        Best effort: while Redis is away there is nothing to renew in, and the
+        outage has been reported once already.
+        """
         if not generation_ids:
             return
+        try:
+            self._renew(generation_ids)
+        except BrokerUnavailable:
+            pass
+
+    @_guarded
+    def _renew(self, generation_ids: list[str]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for generation_id in generation_ids:
             pipe.set(self._lease(generation_id), self.owner, px=int(self.lease_s * 1000))
@@ -168,6 +251,7 @@ class RedisBroker:
             raise GenerationNotFound()
         return fields
 
+    @_guarded
     def state(self, generation_id: str) -> dict[str, Any]:
         """The generation's id, model, status and number of events so far."""
         fields = self._state(generation_id)
@@ -178,10 +262,12 @@ class RedisBroker:
             "events": int(fields[b"events"]),
         }
 
+    @_guarded
     def key_of(self, generation_id: str) -> str | None:
         """The id of the API key that started it (None with keys off)."""
         return self._state(generation_id).get(b"key", b"").decode() or None
 
+    @_guarded
     def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[list[Event] | None]:
         """Replay after ``after`` in batches, then follow live; see the module docstring."""
         self._state(generation_id)
@@ -193,9 +279,13 @@ class RedisBroker:
         quiet_since = time.monotonic()
         while True:
             try:
-                reply = self.redis.xread({stream: last_id}, count=_BATCH, block=int(min(idle_s, _POLL_S) * 1000) or 1)
-            except redis.RedisError:
-                log.warning("redis unreachable while following %s", generation_id)
+                self.outage.check()
+                reply = self._blocking.xread(
+                    {stream: last_id}, count=_BATCH, block=int(min(idle_s, _POLL_S) * 1000) or 1
+                )
+            except (BrokerUnavailable, *_OUTAGE) as exc:
+                if not isinstance(exc, BrokerUnavailable):
+                    self.outage.failed(exc)
                 yield [_lost_event("The event store is unreachable; resume with Last-Event-ID shortly.")]
                 return
             if reply:
@@ -212,7 +302,7 @@ class RedisBroker:
                 self._check_owner(generation_id)
             except GenerationNotFound:
                 return  # expired while we listened
-            except redis.RedisError:
+            except _OUTAGE:
                 continue  # the next XREAD reports it
             if time.monotonic() - quiet_since >= idle_s:
                 quiet_since = time.monotonic()
@@ -233,6 +323,7 @@ class RedisBroker:
 
     # -- listeners, cancel, health ------------------------------------------------------
 
+    @_guarded
     def attach(self, generation_id: str) -> None:
         """Count a listener in."""
         pipe = self.redis.pipeline()
@@ -243,17 +334,23 @@ class RedisBroker:
     def detach(self, generation_id: str) -> None:
         """Count a listener out; the last one out starts the idle clock."""
         try:
-            left = self.redis.hincrby(self._hash(generation_id), "listeners", -1)
-            if left <= 0:
-                self.redis.hset(self._hash(generation_id), mapping={"listeners": 0, "idle_since": repr(time.time())})
-        except redis.RedisError:
-            log.warning("redis unreachable while detaching from %s", generation_id)
+            self._detach(generation_id)
+        except BrokerUnavailable:
+            pass  # reported once; the count is lost with the outage, the lease still rules
 
+    @_guarded
+    def _detach(self, generation_id: str) -> None:
+        left = self.redis.hincrby(self._hash(generation_id), "listeners", -1)
+        if left <= 0:
+            self.redis.hset(self._hash(generation_id), mapping={"listeners": 0, "idle_since": repr(time.time())})
+
+    @_guarded
     def idle_since(self, generation_id: str) -> float | None:
         """When the last listener left (``time.time()``), or None while one listens."""
         raw = self._state(generation_id).get(b"idle_since", b"")
         return float(raw) if raw else None
 
+    @_guarded
     def request_cancel(self, generation_id: str) -> bool:
         """Tell the worker that owns the generation to cancel it."""
         self._state(generation_id)
@@ -264,23 +361,28 @@ class RedisBroker:
         backoff = 0.1
         while True:
             try:
-                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                pubsub = self._blocking.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(f"{_PREFIX}cancel")
                 backoff = 0.1
                 for message in pubsub.listen():
                     if message.get("type") == "message":
                         on_cancel(message["data"].decode())
-            except redis.RedisError:
-                log.warning("redis unreachable: cancel requests wait for it (retry in %.1fs)", backoff)
+            except _OUTAGE as exc:
+                self.outage.failed(exc)  # cancel requests wait for it; said once per outage
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
     def ping(self) -> bool:
-        """True when Redis answers."""
+        """True when Redis answers (always asked, even during a known outage: ``/readyz`` is the probe)."""
         try:
-            return bool(self.redis.ping())
+            answered = bool(self.redis.ping())
+        except _OUTAGE as exc:
+            self.outage.failed(exc)
+            return False
         except redis.RedisError:
             return False
+        self.outage.answered()
+        return answered
 
 
 def _lost_event(message: str) -> Event:
