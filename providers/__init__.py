@@ -1,14 +1,18 @@
 """The provider interface, the registry that resolves ``provider/model``, and ``Abort``.
 
-A provider turns a ``ChatRequest`` into plain text pieces::
+A provider turns a whole ``ChatRequest`` into typed pieces::
 
-    def stream(self, request, model, abort) -> Generator[str, None, Finish]
+    def stream(self, request, model, abort) -> Generator[Piece, None, Finish]
 
-It yields each piece as it arrives and *returns* a ``Finish`` (finish reason and
-usage). It knows nothing of SSE, event ids or JSON events: numbering, timeouts
-and error events happen once, in ``sluice.runner``. Foreign exceptions (requests,
-the openai SDK) are translated into ``sluice.errors`` classes inside the
-provider, with ``raise ... from exc``.
+It translates the request into its upstream's shape in one place (refusing
+with ``InvalidRequest`` what the upstream cannot honour), yields each piece as
+it arrives and *returns* a ``Finish`` (the upstream's finish reason and the
+usage it reported, nothing invented). A piece is answer text (a plain ``str``,
+or ``Text`` when it carries logprobs), ``Reasoning``, a ``ToolCallPart`` or a
+``Refusal``; each knows the event it becomes. A provider knows nothing of SSE,
+event ids or numbering: those, timeouts and error events happen once, in
+``sluice.runner``. Foreign exceptions (requests, the openai SDK) are translated
+into ``sluice.errors`` classes inside the provider, with ``raise ... from exc``.
 
 A running generator cannot be closed from another greenlet, so cancelling is
 done by closing the upstream connection: the provider registers a closer with
@@ -21,25 +25,108 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 if TYPE_CHECKING:
     from sluice.chat import ChatRequest
 
-__all__ = ["Abort", "Finish", "Provider", "ModelInfo", "Registry", "retry_after_seconds"]
+__all__ = [
+    "Abort",
+    "Finish",
+    "Piece",
+    "Provider",
+    "ModelInfo",
+    "Reasoning",
+    "Refusal",
+    "Registry",
+    "Text",
+    "ToolCallPart",
+    "merge_extra",
+    "refuse_unsupported",
+    "retry_after_seconds",
+]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class Text:
+    """Answer text that carries the upstream's ``logprobs`` for it (plain text is a bare ``str``)."""
+
+    content: str
+    logprobs: Any = None
+
+    def event(self) -> dict[str, Any]:
+        """The ``delta`` event's data."""
+        data: dict[str, Any] = {"type": "delta", "content": self.content}
+        if self.logprobs is not None:
+            data["logprobs"] = self.logprobs
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """Reasoning text (Ollama's ``message.thinking``, OpenAI-compatible ``reasoning_content``)."""
+
+    content: str
+    logprobs: Any = None
+
+    def event(self) -> dict[str, Any]:
+        """The ``reasoning`` event's data."""
+        data: dict[str, Any] = {"type": "reasoning", "content": self.content}
+        if self.logprobs is not None:
+            data["logprobs"] = self.logprobs
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallPart:
+    """A piece of tool call ``index``: its first piece has ``id`` and ``name``; ``arguments`` pieces join to JSON."""
+
+    index: int
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+
+    def event(self) -> dict[str, Any]:
+        """The ``tool_call`` event's data (``id`` and ``name`` only where known)."""
+        data: dict[str, Any] = {"type": "tool_call", "index": self.index}
+        if self.id is not None:
+            data["id"] = self.id
+        if self.name is not None:
+            data["name"] = self.name
+        data["arguments"] = self.arguments
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The model's refusal text."""
+
+    content: str
+
+    def event(self) -> dict[str, Any]:
+        """The ``refusal`` event's data."""
+        return {"type": "refusal", "content": self.content}
+
+
+# A plain ``str`` is answer text: most pieces are, and a bare string costs no
+# wrapper object per token.
+Piece = Union[str, Text, Reasoning, ToolCallPart, Refusal]
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
-    """How a provider's answer ended: ``stop`` or ``length``, and usage where known."""
+    """How a provider's answer ended, as the upstream said, and the usage it reported.
+
+    ``reason`` is ``stop``, ``length``, ``tool_calls`` or ``content_filter``;
+    ``usage`` holds only the counts the upstream reported (details included).
+    """
 
     reason: str = "stop"
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +203,28 @@ def _call(closer: Callable[[], object]) -> None:
         log.debug("closer failed", exc_info=True)
 
 
+def merge_extra(body: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` with the client's ``extra`` added as given, objects merged one level deep."""
+    for key, value in extra.items():
+        built = body.get(key)
+        if isinstance(built, dict) and isinstance(value, dict):
+            body[key] = {**built, **value}
+        else:
+            body[key] = value
+    return body
+
+
+def refuse_unsupported(request: ChatRequest, where: str) -> None:
+    """Refuse what no provider here can carry back: several answers at once (``n`` > 1).
+
+    :raise sluice.errors.InvalidRequest: naming the field and ``where``.
+    """
+    from sluice.errors import InvalidRequest
+
+    if request.options.get("n", 1) != 1:
+        raise InvalidRequest(f"n: {where} through Sluice streams one answer; send n=1 or several requests.")
+
+
 def retry_after_seconds(value: str | None) -> float | None:
     """An upstream's ``Retry-After`` in seconds (delta form only; dates are ignored)."""
     if not value:
@@ -134,10 +243,19 @@ class Provider(Protocol):
 
     def stream(
         self, request: ChatRequest, model: str, abort: Abort
-    ) -> Generator[str, None, Finish]:
-        """Yield text pieces of ``model``'s answer to ``request``, then return a ``Finish``.
+    ) -> Generator[Piece, None, Finish]:
+        """Yield the pieces of ``model``'s answer to ``request``, then return a ``Finish``.
 
-        :raise sluice.errors.SluiceError: the contract's error for any failure.
+        :raise sluice.errors.InvalidRequest: the request has a field this provider cannot honour.
+        :raise sluice.errors.SluiceError: the contract's error for any other failure.
+        """
+        ...
+
+    def check(self, request: ChatRequest, model: str) -> None:
+        """Refuse, before anything starts, a request this provider cannot honour.
+
+        :raise sluice.errors.ModelNotFound: the provider has no such model (where it knows without asking).
+        :raise sluice.errors.InvalidRequest: naming the field and the provider.
         """
         ...
 

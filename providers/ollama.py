@@ -1,16 +1,32 @@
 """``ollama/<model>``: Ollama's ``POST /api/chat``, NDJSON, read with ``requests``.
 
+The request is translated in one place, ``ollama_body`` (SPEC.md "Fidelity"):
+the token limit becomes ``options.num_predict``; the sampling fields go under
+``options``; ``response_format`` becomes ``format`` (``"json"`` or the schema);
+``reasoning_effort`` becomes ``think``; ``logprobs``/``top_logprobs`` stay top
+level; tools pass as they are; an assistant's tool calls carry their arguments
+as objects and a tool result names its tool (``tool_name``); ``data:`` images
+become the message's base64 ``images``. What Ollama cannot do (``n`` > 1,
+``logit_bias``, a forced ``tool_choice``, an ``http(s)`` image, a message
+``name``) is refused with ``400``. ``extra`` is merged in last.
+
 The body is read as raw chunks as they arrive and split into lines as bytes;
 only whole lines are decoded, so a UTF-8 character split across two network
-reads survives. Each line's ``message.content`` is a piece; the ``done`` line
-gives the finish reason (``done_reason``) and usage (``prompt_eval_count``,
-``eval_count``); an ``{"error": …}`` line is an upstream error.
+reads survives. Each line's ``message.thinking`` is reasoning, its
+``message.content`` answer text (with the line's ``logprobs``), each of its
+``message.tool_calls`` one whole ``tool_call`` piece (with an id made up when
+Ollama gives none); the ``done`` line gives the finish reason (``tool_calls``
+when the model called tools, as OpenAI says it) and the usage it reported
+(``prompt_eval_count``, ``eval_count``); an ``{"error": …}`` line is an
+upstream error.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import secrets
 import socket
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any
@@ -18,12 +34,31 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from sluice.chat import ChatRequest
-from sluice.errors import ModelNotFound, UpstreamError, UpstreamUnavailable
+from sluice.chat import ChatRequest, Message
+from sluice.errors import (
+    ContextLengthExceeded,
+    InvalidRequest,
+    ModelNotFound,
+    RateLimited,
+    SluiceError,
+    UpstreamError,
+    UpstreamUnavailable,
+    upstream_reason,
+)
 
-from . import Abort, Finish, retry_after_seconds
+from . import (
+    Abort,
+    Finish,
+    Piece,
+    Reasoning,
+    Text,
+    ToolCallPart,
+    merge_extra,
+    refuse_unsupported,
+    retry_after_seconds,
+)
 
-__all__ = ["OllamaProvider", "iter_lines"]
+__all__ = ["OllamaProvider", "iter_lines", "ollama_body"]
 
 log = logging.getLogger(__name__)
 
@@ -93,51 +128,44 @@ class OllamaProvider:
         if netrc_auth:
             self.session.auth = netrc_auth
 
-    def _body(self, request: ChatRequest, model: str) -> dict[str, Any]:
-        options: dict[str, Any] = {}
-        if request.temperature is not None:
-            options["temperature"] = request.temperature
-        if request.max_tokens is not None:
-            options["num_predict"] = request.max_tokens
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "stream": True,
-        }
-        if options:
-            body["options"] = options
-        return body
+    def check(self, request: ChatRequest, model: str) -> None:
+        """Refuse what Ollama cannot honour (see the module docstring)."""
+        ollama_body(request, model)
 
-    def stream(
-        self, request: ChatRequest, model: str, abort: Abort
-    ) -> Generator[str, None, Finish]:
+    def stream(self, request: ChatRequest, model: str, abort: Abort) -> Generator[Piece, None, Finish]:
         """Yield the pieces of Ollama's answer; see the module docstring."""
+        body = ollama_body(request, model)
         try:
             # Read timeout None: the runner enforces first-token and idle deadlines.
             response = self.session.post(
-                f"{self.base_url}/api/chat",
-                json=self._body(request, model),
-                stream=True,
-                timeout=(self.connect_timeout_s, None),
+                f"{self.base_url}/api/chat", json=body, stream=True, timeout=(self.connect_timeout_s, None)
             )
         except requests.RequestException as exc:
             raise UpstreamUnavailable() from exc
         with response:
             abort.on_abort(lambda: _close_response(response))
             _raise_for_status(response, model)
+            calls = 0
             try:
                 for line in iter_lines(response.iter_content(chunk_size=None)):
                     part = _parse(line)
                     if "error" in part:
+                        reason = upstream_reason(part.get("error"))
                         log.warning("ollama sent an error line mid-stream")
-                        log.debug("ollama's error line: %.200s", part.get("error"))
-                        raise UpstreamError()
-                    content = (part.get("message") or {}).get("content") or ""
+                        raise UpstreamError(f"The Ollama server failed: {reason}" if reason else None)
+                    message = part.get("message") or {}
+                    thinking = message.get("thinking")
+                    if thinking:
+                        yield Reasoning(thinking)
+                    content = message.get("content")
                     if content:
-                        yield content
+                        logprobs = part.get("logprobs")
+                        yield Text(content, logprobs) if logprobs else content
+                    for call in message.get("tool_calls") or ():
+                        yield _tool_call(call, calls)
+                        calls += 1
                     if part.get("done"):
-                        reason = "length" if part.get("done_reason") == "length" else "stop"
-                        return Finish(reason, part.get("prompt_eval_count"), part.get("eval_count"))
+                        return _finish(part, calls)
             except requests.RequestException as exc:
                 raise UpstreamError("The model provider's stream broke off.") from exc
         raise UpstreamError("The model provider's stream ended before it was done.")
@@ -164,19 +192,141 @@ def _parse(line: bytes) -> dict[str, Any]:
     return part
 
 
+# The words Ollama and llama.cpp use when a prompt does not fit the context.
+_CONTEXT = re.compile(r"context (length|window|size)|exceeds? (the )?(maximum|context)|too (long|many tokens)", re.I)
+# What Ollama's ``think`` takes for each ``reasoning_effort``.
+_THINK = {"none": False, "minimal": "low"}
+# Sampling fields that keep their names under Ollama's ``options``.
+_SAME_OPTIONS = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
+
+
+def ollama_body(request: ChatRequest, model: str) -> dict[str, Any]:
+    """The ``/api/chat`` body for ``request``, translated per SPEC.md "Fidelity".
+
+    :raise InvalidRequest: a field Ollama cannot honour, named.
+    """
+    where = f"ollama/{model}"
+    refuse_unsupported(request, where)
+    given = request.options
+    if "logit_bias" in given:
+        raise InvalidRequest(f"logit_bias: {where} has no logit bias.")
+    tools = request.tools
+    choice = request.tool_choice
+    if choice == "required" or isinstance(choice, dict):
+        raise InvalidRequest(f"tool_choice: {where} cannot be made to call a tool; use auto or none.")
+    if choice == "none":
+        tools = None  # a model offered no tools calls none
+    if request.parallel_tool_calls is False:
+        raise InvalidRequest(f"parallel_tool_calls: {where} cannot be kept to one call.")
+    names = {call.id: call.name for m in request.messages for call in m.tool_calls}
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [_message(m, i, names, where) for i, m in enumerate(request.messages)],
+        "stream": True,
+    }
+    options = {name: given[name] for name in _SAME_OPTIONS if name in given}
+    if request.max_tokens is not None:
+        options["num_predict"] = request.max_tokens
+    if options:
+        body["options"] = options
+    response_format = request.response_format or {}
+    if response_format.get("type") == "json_object":
+        body["format"] = "json"
+    elif response_format.get("type") == "json_schema":
+        body["format"] = response_format["json_schema"].get("schema", {})
+    if tools:
+        body["tools"] = list(tools)
+    if "reasoning_effort" in given:
+        body["think"] = _THINK.get(given["reasoning_effort"], given["reasoning_effort"])
+    if given.get("logprobs"):
+        body["logprobs"] = True
+    if "top_logprobs" in given:
+        body["top_logprobs"] = given["top_logprobs"]
+    return merge_extra(body, request.extra)
+
+
+def _message(message: Message, index: int, names: dict[str, str], where: str) -> dict[str, Any]:
+    """One message in Ollama's shape."""
+    role = "system" if message.role == "developer" else message.role
+    out: dict[str, Any] = {"role": role, "content": message.text}
+    images = []
+    for part in message.images:
+        if not part.is_data_url:
+            raise InvalidRequest(f"messages[{index}]: {where} takes images as data: URLs only, not http(s) links.")
+        images.append(part.url.partition(",")[2])
+    if images:
+        out["images"] = images
+    if message.tool_calls:
+        calls = []
+        for call in message.tool_calls:
+            try:
+                arguments = json.loads(call.arguments or "{}")
+            except ValueError:
+                arguments = None
+            if not isinstance(arguments, dict):
+                raise InvalidRequest(f"messages[{index}].tool_calls: arguments must be a JSON object for {where}.")
+            calls.append({"function": {"name": call.name, "arguments": arguments}})
+        out["tool_calls"] = calls
+    if role == "tool":
+        tool_name = message.name or names.get(message.tool_call_id or "")
+        if tool_name:
+            out["tool_name"] = tool_name
+    elif message.name is not None:
+        raise InvalidRequest(f"messages[{index}].name: {where} has no participant names.")
+    return out
+
+
+def _tool_call(call: Any, index: int) -> ToolCallPart:
+    """One of Ollama's whole tool calls as one piece (arguments back to a JSON string)."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise UpstreamError("The Ollama server sent a tool call without a function name.")
+    arguments = function.get("arguments", {})
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else None
+    return ToolCallPart(index, text, call_id or "call_" + secrets.token_hex(12), function["name"])
+
+
+def _finish(part: dict[str, Any], calls: int) -> Finish:
+    reason = part.get("done_reason") or "stop"
+    if calls and reason == "stop":
+        reason = "tool_calls"  # OpenAI's word for an answer that ends in tool calls
+    usage = {}
+    if isinstance(part.get("prompt_eval_count"), int):
+        usage["prompt_tokens"] = part["prompt_eval_count"]
+    if isinstance(part.get("eval_count"), int):
+        usage["completion_tokens"] = part["eval_count"]
+    return Finish(reason, usage)
+
+
 def _raise_for_status(response: requests.Response, model: str) -> None:
     status = response.status_code
     if status < 400:
         return
-    if status == 404:
-        raise ModelNotFound(f"The model 'ollama/{model}' is not available on the Ollama server.")
-    if status in (429, 503):
-        error = UpstreamUnavailable()
-        error.upstream_retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-        raise error
-    # Ollama's own words stay in the debug log: a proxy in front of it may quote
-    # headers or URLs, and the contract's messages are Sluice's own.
+    try:
+        said = response.json().get("error")
+    except (ValueError, AttributeError):
+        said = response.text[:1000]
+    reason = upstream_reason(said)
     log.warning("ollama answered %s", status)
-    log.debug("ollama's error body: %.200s", response.text)
-    raise UpstreamError(f"The Ollama server answered {status}.", retryable=status == 502)
+    raise _status_error(status, reason, model, response.headers.get("Retry-After"))
 
+
+def _status_error(status: int, reason: str, model: str, retry_after: str | None) -> SluiceError:
+    """The contract's error for an Ollama status (SPEC.md "Upstream refusals keep their meaning")."""
+    said = f": {reason}" if reason else "."
+    if status in (400, 413, 422):
+        if _CONTEXT.search(reason):
+            return ContextLengthExceeded(f"The prompt does not fit ollama/{model}'s context{said}")
+        return InvalidRequest(f"The Ollama server refused the request{said}")
+    if status == 404:
+        return ModelNotFound(f"The model 'ollama/{model}' is not available on the Ollama server{said}")
+    if status == 429:
+        error: SluiceError = RateLimited(f"The Ollama server is rate limiting{said}", retryable=True)
+        error.upstream_retry_after = retry_after_seconds(retry_after)
+        return error
+    if status in (401, 403):
+        return UpstreamError(f"The Ollama server rejected Sluice's credentials ({status}){said}")
+    error = UpstreamError(f"The Ollama server answered {status}{said}", retryable=status in (502, 503, 504))
+    error.upstream_retry_after = retry_after_seconds(retry_after)
+    return error

@@ -2,34 +2,78 @@
 
 ``OPENAI_BASE_URL`` points the SDK at vLLM, llama.cpp's server or LM Studio;
 such servers often need no key, so a placeholder is sent when none is set.
-The SDK's exceptions are mapped to the contract's codes here, with messages of
-our own: an SDK message can quote the key or the URL.
+
+The request goes out in OpenAI's own shape (``openai_body``): the messages as
+the client sent them, tools, tool choice, response format, every sampling
+field under its own name (``max_completion_tokens`` stays itself), the
+informing fields, and the client's extras merged in (sent through the SDK's
+``extra_body``, so server-specific knobs such as vLLM's ``top_k`` need no code
+here). The answer comes back as typed pieces: ``content`` (with its
+``logprobs``), ``reasoning_content`` or ``reasoning``, ``refusal``, and
+``tool_calls`` fragments as they arrive; the upstream's own ``finish_reason``
+and the usage it reported, details included.
+
+The SDK's exceptions are mapped to the contract's codes here (SPEC.md
+"Upstream refusals keep their meaning"), with the upstream's own reason
+cleaned of URLs and secrets: an SDK message can quote the key or the URL.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Generator
 from typing import Any
 
 import openai
 
-from sluice.chat import ChatRequest
+from sluice.chat import INFO_NAMES, ChatRequest
 from sluice.errors import (
+    ContextLengthExceeded,
+    InvalidRequest,
     ModelNotFound,
+    RateLimited,
     SluiceError,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    upstream_reason,
 )
 
-from . import Abort, Finish, retry_after_seconds
+from . import (
+    Abort,
+    Finish,
+    Piece,
+    Reasoning,
+    Refusal,
+    Text,
+    ToolCallPart,
+    merge_extra,
+    refuse_unsupported,
+    retry_after_seconds,
+)
 
-__all__ = ["OpenAIProvider", "map_openai_error"]
+__all__ = ["OpenAIProvider", "map_openai_error", "openai_body"]
 
 log = logging.getLogger(__name__)
 
-_FINISH = {"stop": "stop", "length": "length"}
+# Older servers still say function_call for a tool call.
+_FINISH = {"function_call": "tool_calls"}
+_CONTEXT = re.compile(r"context (length|window)|maximum context|too many tokens", re.I)
+# Arguments the SDK's ``create`` takes by name; everything else goes in ``extra_body``.
+_NAMED = frozenset(
+    {
+        "messages", "stream", "stream_options", "tools", "tool_choice", "parallel_tool_calls", "response_format",
+        "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "presence_penalty",
+        "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "n", "reasoning_effort", *INFO_NAMES,
+    }
+)
+
+
+def _reason(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    said = body.get("message") if isinstance(body, dict) else None
+    return upstream_reason(said if isinstance(said, str) else exc.message)
 
 
 def map_openai_error(exc: Exception) -> SluiceError:
@@ -38,17 +82,81 @@ def map_openai_error(exc: Exception) -> SluiceError:
         return UpstreamTimeout()
     if isinstance(exc, openai.APIConnectionError):
         return UpstreamUnavailable()
-    if isinstance(exc, openai.NotFoundError):
-        return ModelNotFound("The model is not available at the OpenAI-compatible server.")
-    if isinstance(exc, openai.AuthenticationError):
-        return UpstreamError("The OpenAI-compatible server refused Sluice's API key.")
-    if isinstance(exc, (openai.RateLimitError, openai.APIStatusError)) and exc.status_code in (429, 503):
-        error: SluiceError = UpstreamUnavailable()
-        error.upstream_retry_after = retry_after_seconds(exc.response.headers.get("Retry-After"))
+    if not isinstance(exc, openai.APIStatusError):
+        return UpstreamError()
+    status, reason = exc.status_code, _reason(exc)
+    said = f": {reason}" if reason else "."
+    retry_after = retry_after_seconds(exc.response.headers.get("Retry-After"))
+    if status in (400, 413, 422):
+        if exc.code == "context_length_exceeded" or _CONTEXT.search(reason):
+            return ContextLengthExceeded(f"The prompt does not fit the model's context{said}")
+        return InvalidRequest(f"The OpenAI-compatible server refused the request{said}")
+    if status == 404:
+        return ModelNotFound(f"The model is not available at the OpenAI-compatible server{said}")
+    if status == 429:
+        error: SluiceError = RateLimited(f"The OpenAI-compatible server is rate limiting{said}", retryable=True)
+        error.upstream_retry_after = retry_after
         return error
-    if isinstance(exc, openai.APIStatusError):
-        return UpstreamError(f"The OpenAI-compatible server answered {exc.status_code}.", retryable=exc.status_code == 502)
-    return UpstreamError()
+    if status in (401, 403):
+        return UpstreamError(f"The OpenAI-compatible server rejected Sluice's credentials ({status}){said}")
+    error = UpstreamError(f"The OpenAI-compatible server answered {status}{said}", retryable=status in (502, 503, 504))
+    error.upstream_retry_after = retry_after
+    return error
+
+
+def openai_body(request: ChatRequest, model: str) -> dict[str, Any]:
+    """The chat-completions body for ``request``: OpenAI's shape, extras merged in.
+
+    :raise InvalidRequest: a field no OpenAI-compatible stream through Sluice can carry.
+    """
+    refuse_unsupported(request, f"openai/{model}")
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [message.to_openai() for message in request.messages],
+        "stream": True,
+        # Usage in the stream, so the client's done event can report it.
+        "stream_options": {"include_usage": True},
+        **request.options,
+        **request.info,
+    }
+    for name in ("tools", "tool_choice", "parallel_tool_calls", "response_format"):
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = list(value) if name == "tools" else value
+    return merge_extra(body, request.extra)
+
+
+def _pieces(chunk: Any) -> Generator[Piece, None, str | None]:
+    """The pieces of one streamed chunk (its first choice); return its finish reason."""
+    reason = None
+    for choice in chunk.choices:
+        if choice.index != 0:  # n is 1; a server that sends more is ignored past the first
+            continue
+        delta = choice.delta
+        if delta is not None:
+            extra = delta.model_extra or {}
+            thought = extra.get("reasoning_content") or extra.get("reasoning") or getattr(delta, "reasoning", None)
+            if isinstance(thought, str) and thought:
+                yield Reasoning(thought)
+            if delta.content:
+                logprobs = choice.logprobs
+                if logprobs is not None:
+                    yield Text(delta.content, logprobs.model_dump(exclude_none=True))
+                else:
+                    yield delta.content
+            if delta.refusal:
+                yield Refusal(delta.refusal)
+            for call in delta.tool_calls or ():
+                function = call.function
+                yield ToolCallPart(
+                    call.index,
+                    (function.arguments if function is not None else None) or "",
+                    call.id or None,
+                    (function.name if function is not None else None) or None,
+                )
+        if choice.finish_reason:
+            reason = _FINISH.get(choice.finish_reason, choice.finish_reason)
+    return reason
 
 
 class OpenAIProvider:
@@ -74,28 +182,23 @@ class OpenAIProvider:
             timeout=openai.Timeout(None, connect=connect_timeout_s),
         )
 
-    def _check(self) -> None:
+    def _check_configured(self) -> None:
         if not self.configured:
             raise UpstreamUnavailable("The openai provider is not configured: set OPENAI_API_KEY or OPENAI_BASE_URL.")
 
-    def stream(
-        self, request: ChatRequest, model: str, abort: Abort
-    ) -> Generator[str, None, Finish]:
-        """Yield the content deltas of a streamed chat completion."""
-        self._check()
-        kwargs: dict[str, Any] = {}
-        if request.temperature is not None:
-            kwargs["temperature"] = request.temperature
-        if request.max_tokens is not None:
-            kwargs["max_tokens"] = request.max_tokens
+    def check(self, request: ChatRequest, model: str) -> None:
+        """Refuse what cannot be carried (``n`` > 1); 503 at once when no server is configured."""
+        self._check_configured()
+        refuse_unsupported(request, f"openai/{model}")
+
+    def stream(self, request: ChatRequest, model: str, abort: Abort) -> Generator[Piece, None, Finish]:
+        """Yield the pieces of a streamed chat completion."""
+        self._check_configured()
+        body = openai_body(request, model)
+        named = {key: value for key, value in body.items() if key in _NAMED}
+        extra_body = {key: value for key, value in body.items() if key not in _NAMED and key != "model"}
         try:
-            stream = self.client.chat.completions.create(
-                model=model,
-                messages=[{"role": m.role, "content": m.content} for m in request.messages],
-                stream=True,
-                stream_options={"include_usage": True},
-                **kwargs,
-            )
+            stream = self.client.chat.completions.create(model=body["model"], extra_body=extra_body or None, **named)
         except openai.OpenAIError as exc:
             raise map_openai_error(exc) from exc
         reason, usage = "stop", None
@@ -105,24 +208,25 @@ class OpenAIProvider:
                 for chunk in stream:
                     if chunk.usage is not None:
                         usage = chunk.usage
-                    for choice in chunk.choices:
-                        if choice.delta is not None and choice.delta.content:
-                            yield choice.delta.content
-                        if choice.finish_reason:
-                            reason = _FINISH.get(choice.finish_reason, "stop")
+                    said = yield from _pieces(chunk)
+                    if said:
+                        reason = said
             except openai.APIConnectionError as exc:  # mid-stream: broken off, not unreachable
                 raise UpstreamError("The model provider's stream broke off.") from exc
+            except openai.APIError as exc:
+                if isinstance(exc, openai.APIStatusError):
+                    raise map_openai_error(exc) from exc
+                reason_text = upstream_reason(exc.message)
+                raise UpstreamError(f"The model provider failed: {reason_text}" if reason_text else None) from exc
             except openai.OpenAIError as exc:
                 raise map_openai_error(exc) from exc
             except Exception as exc:  # httpx transport errors surface unwrapped mid-stream
                 raise UpstreamError("The model provider's stream broke off.") from exc
-        if usage is None:
-            return Finish(reason)
-        return Finish(reason, usage.prompt_tokens, usage.completion_tokens)
+        return Finish(reason, usage.model_dump(exclude_none=True, exclude_unset=True) if usage is not None else {})
 
     def models(self) -> list[str]:
         """Model ids from ``GET /v1/models``."""
-        self._check()
+        self._check_configured()
         try:
             page = self.client.with_options(timeout=self.list_timeout_s).models.list()
             return [m.id for m in page.data]

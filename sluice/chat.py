@@ -1,52 +1,173 @@
-"""Turn a request body into a validated, frozen ``ChatRequest``.
+"""Turn a request body into a validated, frozen ``ChatRequest``: the whole request, carried whole.
 
 Everything a client can send wrong is caught here, once, with a message that
-says which field is wrong; providers only ever see a valid request.
+names the field; providers only ever see a valid request. Two bodies build the
+same value: Sluice's own (``parse_chat``: sampling under ``options``, server
+knobs under ``extra``) and OpenAI's (``parse_openai``: sampling at the top
+level, any unknown top-level field passed through as an extra). Messages are
+OpenAI's shape in both, with content parts, tool calls and tool results.
+Whether a provider can honour a field is the provider's decision (it refuses
+with ``InvalidRequest``), not this module's.
 """
 
 from __future__ import annotations
 
+import binascii
 import json
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Request
 
 from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
-__all__ = ["Message", "ChatRequest", "read_json", "parse_chat", "ROLES"]
+__all__ = [
+    "ChatRequest",
+    "Message",
+    "Part",
+    "ToolCall",
+    "OPTION_NAMES",
+    "ROLES",
+    "parse_chat",
+    "parse_openai",
+    "read_json",
+]
 
-ROLES = frozenset({"system", "user", "assistant"})
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _MAX_MESSAGES = 10_000
+# Fields that only inform: a provider with no place for them may drop them (SPEC "Fidelity").
+INFO_NAMES = frozenset({"user", "metadata", "store", "service_tier"})
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One part of a message's content: ``text``, or an ``image_url`` (a ``data:`` or ``http(s)`` URL)."""
+
+    type: str  # "text" or "image_url"
+    text: str = ""
+    url: str = ""
+    detail: str | None = None
+
+    @property
+    def is_data_url(self) -> bool:
+        """True for an inline ``data:`` image."""
+        return self.url.startswith("data:")
+
+    def to_openai(self) -> dict[str, Any]:
+        """The part in OpenAI's shape."""
+        if self.type == "text":
+            return {"type": "text", "text": self.text}
+        image: dict[str, Any] = {"url": self.url}
+        if self.detail is not None:
+            image["detail"] = self.detail
+        return {"type": "image_url", "image_url": image}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the assistant made in an earlier turn; ``arguments`` is a JSON string."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_openai(self) -> dict[str, Any]:
+        """The call in OpenAI's shape."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One turn of the conversation."""
+    """One turn of the conversation, in OpenAI's shape.
+
+    ``content`` is a string, a tuple of parts, or ``None`` (an assistant turn
+    that only called tools).
+    """
 
     role: str
-    content: str
+    content: str | tuple[Part, ...] | None
+    name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The message's text: the string, or its text parts joined ("" for none)."""
+        if isinstance(self.content, str):
+            return self.content
+        if self.content is None:
+            return ""
+        return "".join(part.text for part in self.content if part.type == "text")
+
+    @property
+    def images(self) -> tuple[Part, ...]:
+        """The message's image parts."""
+        if isinstance(self.content, tuple):
+            return tuple(part for part in self.content if part.type == "image_url")
+        return ()
+
+    def to_openai(self) -> dict[str, Any]:
+        """The message in OpenAI's shape, as the client sent it."""
+        message: dict[str, Any] = {"role": self.role}
+        if isinstance(self.content, tuple):
+            message["content"] = [part.to_openai() for part in self.content]
+        else:
+            message["content"] = self.content
+        if self.name is not None:
+            message["name"] = self.name
+        if self.tool_calls:
+            message["tool_calls"] = [call.to_openai() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
 
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """A validated chat: what a provider needs, and nothing of HTTP."""
+    """A validated chat: everything the client asked of the model, and nothing of HTTP.
+
+    ``options`` holds the sampling and limit fields that were given, under
+    OpenAI's names (``OPTION_NAMES``); ``info`` the fields that only inform;
+    ``extra`` what goes into the upstream body as given.
+    """
 
     model: str  # as the client named it, or the default ("demo/echo")
     messages: tuple[Message, ...]
-    temperature: float | None = None
-    max_tokens: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    tools: tuple[Mapping[str, Any], ...] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    response_format: Mapping[str, Any] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    info: Mapping[str, Any] = field(default_factory=dict)
     stream: bool = True
 
     @property
+    def max_tokens(self) -> int | None:
+        """The token limit, under either of its names."""
+        value = self.options.get("max_completion_tokens", self.options.get("max_tokens"))
+        return value if isinstance(value, int) else None
+
+    @property
     def last_user_message(self) -> str:
-        """The content of the last ``user`` turn ("" when there is none)."""
+        """The text of the last ``user`` turn ("" when there is none)."""
         for message in reversed(self.messages):
             if message.role == "user":
-                return message.content
+                return message.text
         return ""
+
+    def fields_set(self) -> list[str]:
+        """The names of the request-level fields the client set (for a provider's refusal)."""
+        names = list(self.options)
+        for name in ("tools", "tool_choice", "parallel_tool_calls", "response_format"):
+            if getattr(self, name) is not None:
+                names.append(name)
+        if self.extra:
+            names.append("extra")
+        return names
 
 
 def read_json(request: Request, max_bytes: int) -> Any:
@@ -115,15 +236,192 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def parse_chat(body: Any, default_model: str) -> ChatRequest:
-    """Validate a chat body (SPEC.md "Chat body") into a ``ChatRequest``.
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
-    :param body: the decoded JSON.
-    :param default_model: used when the body names no model.
-    :raise InvalidRequest: naming the first field that is wrong.
-    """
-    if not isinstance(body, dict):
-        raise InvalidRequest("The body must be a JSON object.")
+
+def _in_range(low: float, high: float) -> Callable[[Any], bool]:
+    return lambda value: _number(value) and low <= value <= high
+
+
+def _positive_int(value: Any) -> bool:
+    return _integer(value) and value >= 1
+
+
+def _stop(value: Any) -> bool:
+    if isinstance(value, str):
+        return True
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _logit_bias(value: Any) -> bool:
+    return isinstance(value, dict) and all(_number(bias) for bias in value.values())
+
+
+# Sampling and limit fields: name -> (check, what a valid value is).
+_OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "temperature": (_in_range(0, 2), "a number from 0 to 2"),
+    "top_p": (_in_range(0, 1), "a number from 0 to 1"),
+    "max_tokens": (_positive_int, "a positive integer"),
+    "max_completion_tokens": (_positive_int, "a positive integer"),
+    "stop": (_stop, "a string or a list of strings"),
+    "seed": (_integer, "an integer"),
+    "presence_penalty": (_in_range(-2, 2), "a number from -2 to 2"),
+    "frequency_penalty": (_in_range(-2, 2), "a number from -2 to 2"),
+    "logit_bias": (_logit_bias, "an object of token ids to numbers"),
+    "logprobs": (lambda v: isinstance(v, bool), "true or false"),
+    "top_logprobs": (lambda v: _integer(v) and 0 <= v <= 20, "an integer from 0 to 20"),
+    "n": (_positive_int, "a positive integer"),
+    "reasoning_effort": (lambda v: isinstance(v, str) and 0 < len(v) <= 32, "a string such as low, medium or high"),
+}
+OPTION_NAMES = frozenset(_OPTIONS)
+
+_DATA_URL = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,")
+_TOOL_CHOICES = frozenset({"none", "auto", "required"})
+
+
+def _check_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Validate sampling fields by type; ``None`` values count as not given."""
+    checked: dict[str, Any] = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        check, valid = _OPTIONS[name]
+        if not check(value):
+            raise InvalidRequest(f"{where}{name} must be {valid}.")
+        checked[name] = value
+    return checked
+
+
+def _parse_part(part: Any, where: str) -> Part:
+    if not isinstance(part, dict):
+        raise InvalidRequest(f"{where} must be an object.")
+    kind = part.get("type")
+    if kind == "text":
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise InvalidRequest(f"{where}.text must be a string.")
+        return Part("text", text=text)
+    if kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else None
+        if not isinstance(url, str):
+            raise InvalidRequest(f"{where}.image_url.url must be a string.")
+        detail = image.get("detail")  # type: ignore[union-attr]
+        if detail is not None and detail not in ("auto", "low", "high"):
+            raise InvalidRequest(f"{where}.image_url.detail must be auto, low or high.")
+        if url.startswith("data:"):
+            header = _DATA_URL.match(url)
+            if header is None:
+                raise InvalidRequest(f"{where}.image_url.url: a data URL must be data:image/<type>;base64,<data>.")
+            try:
+                binascii.a2b_base64(url[header.end() :], strict_mode=True)
+            except (binascii.Error, ValueError):
+                raise InvalidRequest(f"{where}.image_url.url: the data URL is not valid base64.") from None
+        elif not url.startswith(("http://", "https://")):
+            raise InvalidRequest(f"{where}.image_url.url must be a data: or http(s) URL.")
+        return Part("image_url", url=url, detail=detail)
+    raise InvalidRequest(f"{where}.type must be text or image_url.")
+
+
+def _parse_tool_call(call: Any, where: str) -> ToolCall:
+    if not isinstance(call, dict):
+        raise InvalidRequest(f"{where} must be an object.")
+    function = call.get("function")
+    if call.get("type", "function") != "function" or not isinstance(function, dict):
+        raise InvalidRequest(f"{where} must be {{'type': 'function', 'function': {{...}}}}.")
+    call_id, name, arguments = call.get("id"), function.get("name"), function.get("arguments", "")
+    if not isinstance(call_id, str) or not call_id:
+        raise InvalidRequest(f"{where}.id must be a string.")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest(f"{where}.function.name must be a string.")
+    if not isinstance(arguments, str):
+        raise InvalidRequest(f"{where}.function.arguments must be a JSON string.")
+    return ToolCall(call_id, name, arguments)
+
+
+def _parse_message(item: Any, index: int) -> Message:
+    where = f"messages[{index}]"
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"{where} must be an object.")
+    role = item.get("role")
+    if role not in ROLES:
+        raise InvalidRequest(f"{where}.role must be one of system, developer, user, assistant, tool.")
+    raw_calls = item.get("tool_calls")
+    calls: tuple[ToolCall, ...] = ()
+    if raw_calls is not None:
+        if role != "assistant" or not isinstance(raw_calls, list):
+            raise InvalidRequest(f"{where}.tool_calls must be a list, on an assistant message.")
+        calls = tuple(_parse_tool_call(call, f"{where}.tool_calls[{i}]") for i, call in enumerate(raw_calls))
+    content = item.get("content")
+    parsed: str | tuple[Part, ...] | None
+    if isinstance(content, str):
+        parsed = content
+    elif isinstance(content, list):
+        parsed = tuple(_parse_part(part, f"{where}.content[{i}]") for i, part in enumerate(content))
+        if role != "user" and any(part.type != "text" for part in parsed):
+            raise InvalidRequest(f"{where}.content: only user messages may carry images.")
+    elif content is None and role == "assistant" and ("content" in item or calls):
+        parsed = None
+    else:
+        raise InvalidRequest(f"{where}.content must be a string or a list of parts.")
+    name = item.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidRequest(f"{where}.name must be a string.")
+    tool_call_id = item.get("tool_call_id")
+    if role == "tool":
+        if not isinstance(tool_call_id, str) or not tool_call_id:
+            raise InvalidRequest(f"{where}.tool_call_id must be the id of the call it answers.")
+    elif tool_call_id is not None:
+        raise InvalidRequest(f"{where}.tool_call_id belongs on tool messages only.")
+    return Message(role, parsed, name, calls, tool_call_id)
+
+
+def _parse_tools(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``tools``, ``tool_choice``, ``parallel_tool_calls`` and ``response_format``, checked."""
+    fields: dict[str, Any] = {}
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise InvalidRequest("'tools' must be a list.")
+        for i, tool in enumerate(tools):
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(function, dict) or tool.get("type") != "function":
+                raise InvalidRequest(f"tools[{i}] must be {{'type': 'function', 'function': {{...}}}}.")
+            if not isinstance(function.get("name"), str) or not function["name"]:
+                raise InvalidRequest(f"tools[{i}].function.name must be a string.")
+            parameters = function.get("parameters")
+            if parameters is not None and not isinstance(parameters, dict):
+                raise InvalidRequest(f"tools[{i}].function.parameters must be a JSON schema object.")
+        fields["tools"] = tuple(tools)
+    choice = body.get("tool_choice")
+    if choice is not None:
+        forced = isinstance(choice, dict) and choice.get("type") == "function"
+        name = choice.get("function", {}).get("name") if forced and isinstance(choice.get("function"), dict) else None
+        if not (isinstance(choice, str) and choice in _TOOL_CHOICES) and not (forced and isinstance(name, str)):
+            raise InvalidRequest("'tool_choice' must be none, auto, required or {'type': 'function', 'function': {'name'}}.")
+        fields["tool_choice"] = choice
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None:
+        if not isinstance(parallel, bool):
+            raise InvalidRequest("'parallel_tool_calls' must be true or false.")
+        fields["parallel_tool_calls"] = parallel
+    response_format = body.get("response_format")
+    if response_format is not None:
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        if kind == "json_schema":
+            schema = response_format.get("json_schema")
+            if not isinstance(schema, dict) or not isinstance(schema.get("name"), str) or not isinstance(
+                schema.get("schema", {}), dict
+            ):
+                raise InvalidRequest("response_format.json_schema must be {'name', 'schema', 'strict'?}.")
+        elif kind not in ("text", "json_object"):
+            raise InvalidRequest("response_format.type must be text, json_object or json_schema.")
+        fields["response_format"] = response_format
+    return fields
+
+
+def _parse_common(body: Mapping[str, Any], default_model: str, stream_default: bool) -> dict[str, Any]:
     model = body.get("model")
     if model is None or model == "":
         model = default_model
@@ -134,30 +432,94 @@ def parse_chat(body: Any, default_model: str) -> ChatRequest:
         raise InvalidRequest("'messages' must be a non-empty list.")
     if len(messages) > _MAX_MESSAGES:
         raise InvalidRequest(f"'messages' may hold at most {_MAX_MESSAGES} items.")
-    parsed = []
-    for index, item in enumerate(messages):
-        if not isinstance(item, dict):
-            raise InvalidRequest(f"messages[{index}] must be an object.")
-        role, content = item.get("role"), item.get("content")
-        if role not in ROLES:
-            raise InvalidRequest(f"messages[{index}].role must be one of system, user, assistant.")
-        if not isinstance(content, str):
-            raise InvalidRequest(f"messages[{index}].content must be a string.")
-        parsed.append(Message(role, content))
-    options = body.get("options", {})
+    stream = body.get("stream", stream_default)
+    if stream is None:
+        stream = stream_default
+    if not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be true or false.")
+    return {
+        "model": model,
+        "messages": tuple(_parse_message(item, index) for index, item in enumerate(messages)),
+        "stream": stream,
+        **_parse_tools(body),
+    }
+
+
+_SLUICE_FIELDS = frozenset(
+    {"model", "messages", "options", "tools", "tool_choice", "parallel_tool_calls", "response_format", "extra", "stream"}
+)
+
+
+def parse_chat(body: Any, default_model: str) -> ChatRequest:
+    """Validate Sluice's chat body (SPEC.md "Chat body") into a ``ChatRequest``.
+
+    :param body: the decoded JSON.
+    :param default_model: used when the body names no model.
+    :raise InvalidRequest: naming the first field that is wrong, or one Sluice does not know
+        (server-specific knobs belong under ``extra``; nothing is dropped in silence).
+    """
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object.")
+    unknown = sorted(set(body) - _SLUICE_FIELDS - INFO_NAMES)
+    if unknown:
+        raise InvalidRequest(f"Unknown field {unknown[0]!r}: put server-specific fields under 'extra'.")
+    options = body.get("options")
     if options is None:
         options = {}
     if not isinstance(options, dict):
         raise InvalidRequest("'options' must be an object.")
-    temperature = options.get("temperature")
-    if temperature is not None and (not _number(temperature) or not 0 <= temperature <= 2):
-        raise InvalidRequest("options.temperature must be a number from 0 to 2.")
-    max_tokens = options.get("max_tokens")
-    if max_tokens is not None and (
-        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
-    ):
-        raise InvalidRequest("options.max_tokens must be a positive integer.")
-    stream = body.get("stream", True)
-    if not isinstance(stream, bool):
-        raise InvalidRequest("'stream' must be true or false.")
-    return ChatRequest(model, tuple(parsed), temperature, max_tokens, stream)
+    unknown = sorted(set(options) - OPTION_NAMES)
+    if unknown:
+        raise InvalidRequest(
+            f"options.{unknown[0]} is not a sampling field Sluice knows: put server-specific knobs under 'extra'."
+        )
+    extra = body.get("extra")
+    if extra is None:
+        extra = {}
+    if not isinstance(extra, dict):
+        raise InvalidRequest("'extra' must be an object.")
+    return ChatRequest(
+        options=_check_options(options, "options."),
+        extra=extra,
+        info={name: body[name] for name in INFO_NAMES if body.get(name) is not None},
+        **_parse_common(body, default_model, True),
+    )
+
+
+# /v1 fields that are OpenAI's own and handled here, not passed through as extras.
+_OPENAI_FIELDS = frozenset(
+    {"model", "messages", "stream", "stream_options", "tools", "tool_choice", "parallel_tool_calls", "response_format"}
+)
+
+
+def parse_openai(body: Any, default_model: str) -> tuple[ChatRequest, bool]:
+    """Validate an OpenAI chat-completions body; also return ``stream_options.include_usage``.
+
+    Sampling fields are at the top level under OpenAI's names; every other
+    top-level field the client sent is carried as an extra, as given.
+
+    :raise InvalidRequest: naming the first field that is wrong.
+    """
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object.")
+    stream_options = body.get("stream_options")
+    if stream_options is None:
+        stream_options = {}
+    if not isinstance(stream_options, dict):
+        raise InvalidRequest("'stream_options' must be an object.")
+    include_usage = stream_options.get("include_usage", False)
+    if not isinstance(include_usage, bool):
+        raise InvalidRequest("stream_options.include_usage must be true or false.")
+    options = {name: body[name] for name in OPTION_NAMES if name in body}
+    extra = {
+        name: value
+        for name, value in body.items()
+        if name not in _OPENAI_FIELDS and name not in OPTION_NAMES and name not in INFO_NAMES
+    }
+    chat = ChatRequest(
+        options=_check_options(options, ""),
+        extra=extra,
+        info={name: body[name] for name in INFO_NAMES if body.get(name) is not None},
+        **_parse_common(body, default_model, False),
+    )
+    return chat, include_usage

@@ -64,7 +64,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "SLUICE_IDLE_TIMEOUT_S": (60.0, _float),
     "SLUICE_HEARTBEAT_S": (15.0, _float),
     "SLUICE_RETRY_MS": (3000, _int),
-    "SLUICE_MAX_BODY_BYTES": (1_048_576, _int),
+    # 32 MiB: a few photos as base64 data URLs (OpenAI takes images up to 20 MB).
+    "SLUICE_MAX_BODY_BYTES": (33_554_432, _int),
     # A request body must arrive within this (slow, short or never-ending bodies are cut: 408).
     "SLUICE_BODY_TIMEOUT_S": (30.0, _float),
     "SLUICE_MAX_STREAMS": (10_000, _int),

@@ -1,4 +1,6 @@
-"""The four JSON events of a generation: ``start``, ``delta``, ``done``, ``error``.
+"""The JSON events of a generation: ``start``; the model's ``delta``, ``reasoning``,
+``tool_call`` and ``refusal`` pieces (made by the pieces themselves, see
+``providers``); and one ``done`` or ``error`` at the end.
 
 An ``Event`` is numbered by ``runner`` (its ``seq`` is the SSE ``id``) and
 serialised once, at creation, to compact JSON; every output format reuses that
@@ -71,9 +73,9 @@ class Event:
 
     def __init__(self, seq: int, type: str, json: str, content: str | None = None) -> None:
         self.seq = seq
-        self.type = type  # start, delta, done or error
+        self.type = type  # start, delta, reasoning, tool_call, refusal, done or error
         self.json = json
-        self.content = content  # a delta's text
+        self.content = content  # the text of a delta, reasoning or refusal
 
     @property
     def data(self) -> dict[str, Any]:
@@ -108,17 +110,14 @@ def delta(content: str) -> dict[str, Any]:
     return {"type": "delta", "content": content}
 
 
-def usage(finish: Finish) -> dict[str, int]:
-    """The usage object of a ``done`` event: only the counts that are known."""
-    counts = {"prompt_tokens": finish.prompt_tokens, "completion_tokens": finish.completion_tokens}
-    return {key: value for key, value in counts.items() if value is not None}
-
-
 def done(finish: Finish) -> dict[str, Any]:
-    """The successful end: finish reason and usage."""
-    return {"type": "done", "finish_reason": finish.reason, "usage": usage(finish)}
+    """The successful end: the finish reason and the usage the upstream reported (``{}`` for none)."""
+    return {"type": "done", "finish_reason": finish.reason, "usage": dict(finish.usage)}
 
 
 def error(exc: SluiceError) -> dict[str, Any]:
-    """The failed end: the contract's code and our own safe message."""
-    return {"type": "error", "error": {"code": exc.code, "message": exc.message}}
+    """The failed end: the contract's code, our own safe message, and the upstream's ``Retry-After``."""
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if exc.upstream_retry_after is not None:
+        body["retry_after"] = exc.upstream_retry_after
+    return {"type": "error", "error": body}

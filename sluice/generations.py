@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, has_request_context
 from flask import request as http_request
 
-from providers import Abort, Registry
+from providers import Abort, Provider, Registry
 
 from . import events, runner
 from .broker import Broker
@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 __all__ = ["Generation", "Generations", "new_generation_id", "parse_fallbacks", "init_app"]
 
 log = logging.getLogger(__name__)
+
+
+_NOT_FROM_MODEL = frozenset({"start", "done", "error"})
 
 
 def new_generation_id() -> str:
@@ -137,31 +140,47 @@ class Generations:
         self._janitor: Task | None = None
         self._cancels: Task | None = None
 
-    def start(
-        self,
-        request: ChatRequest,
-        detached: bool = False,
-        owner: str | None = None,
-        drive: tuple[float, float] | None = None,
-    ) -> Generation:
-        """Start ``request``: in the background, or driven by the caller.
+    def start_tied(self, request: ChatRequest, owner: str | None, hold_s: float, heartbeat_s: float) -> Generation:
+        """Start ``request`` tied to one connection: the caller drives it.
 
-        :param detached: run on without listeners, within the detach grace.
+        The caller iterates ``generation.events`` (batches of events, ``None``
+        after each idle gap: ``hold_s`` for the first, ``heartbeat_s`` after)
+        and closes it when the response ends. No task of its own, and its
+        events reach the connection without a trip through the broker (which
+        still records each of them for anyone following by id).
+
+        :raise: as ``start_detached``.
+        """
+        generation, attempts = self._admit(request, owner, detached=False)
+        generation.events = self._events(generation, request, attempts, hold_s, heartbeat_s)
+        return generation
+
+    def start_detached(self, request: ChatRequest, owner: str | None) -> Generation:
+        """Start ``request`` in the background: it runs on while no one listens, within the detach grace.
+
         :param owner: the API key id that started it (only it may read or cancel it).
-        :param drive: ``(first_idle_s, idle_s)``: the caller runs the generation itself
-            by iterating ``generation.events`` (batches of events, ``None`` after each idle gap), and
-            closes it when done. A connection-tied stream does this: no task of its
-            own, and its events reach it without a trip through the broker.
         :raise sluice.errors.ModelNotFound: the provider is unknown.
+        :raise sluice.errors.InvalidRequest: the provider cannot honour a field of ``request``.
         :raise sluice.errors.Overloaded: this worker runs ``max_streams`` already,
             or the broker has no room for another generation.
         :raise sluice.errors.RateLimited: the key runs ``SLUICE_MAX_STREAMS_PER_KEY`` already.
         :raise sluice.errors.ServerShuttingDown: the worker is draining.
         """
+        generation, attempts = self._admit(request, owner, detached=True)
+        generation.task = spawn(self._run, generation, request, attempts)
+        return generation
+
+    def _admit(
+        self, request: ChatRequest, owner: str | None, detached: bool
+    ) -> tuple[Generation, list[tuple[Provider, str]]]:
+        """Resolve and check the model, take a slot, record the generation in the broker."""
         attempts = [self.registry.resolve(request.model)]
         for fallback in self.fallbacks.get(request.model, []):
             attempts.append(self.registry.resolve(fallback))
-        generation = Generation(new_generation_id(), request.model, Abort(), attempts[0][0].name, detached, owner)
+        provider, model = attempts[0]
+        # A field the provider cannot honour is a 400 now, before any slot or 202.
+        provider.check(request, model)
+        generation = Generation(new_generation_id(), request.model, Abort(), provider.name, detached, owner)
         with self._lock:
             if self.draining:
                 raise ServerShuttingDown()
@@ -187,19 +206,15 @@ class Generations:
             raise
         if self.metrics:
             self.metrics.child(self.metrics.streams_started, generation.provider).inc()
-        if drive is None:
-            generation.task = spawn(self._run, generation, request, attempts)
-        else:
-            generation.events = self._events(generation, request, attempts, *drive)
         self._ensure_tasks()
-        return generation
+        return generation, attempts
 
     def _observe(self, generation: Generation, event: Event) -> None:
         """Keep the generation's summary and the metrics up to date (one place, every provider)."""
         kind = event.type
         if self.metrics:
             self.metrics.unflushed_events += 1
-        if kind == "delta":
+        if kind not in _NOT_FROM_MODEL:  # text, reasoning, a tool-call piece, a refusal
             generation.tokens += 1
             if generation.first_token_s is None:
                 generation.first_token_s = time.monotonic() - generation.started
@@ -224,7 +239,7 @@ class Generations:
                         time.monotonic() - generation.started
                     )
 
-    def _run(self, generation: Generation, request: ChatRequest, attempts: list[tuple[Any, str]]) -> None:
+    def _run(self, generation: Generation, request: ChatRequest, attempts: list[tuple[Provider, str]]) -> None:
         for _ in self._events(generation, request, attempts):
             pass
 
@@ -232,7 +247,7 @@ class Generations:
         self,
         generation: Generation,
         request: ChatRequest,
-        attempts: list[tuple[Any, str]],
+        attempts: list[tuple[Provider, str]],
         first_idle_s: float | None = None,
         idle_s: float | None = None,
     ) -> Iterator[list[Event] | None]:

@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Response, current_app, g, request
 
 from .broker import one_by_one
 from .chat import ChatRequest
-from .errors import error_from_code
+from .errors import error_from_event
 from .events import Event
 from .generations import Generation, Generations
 from . import disconnect, sse
 
-__all__ = ["Relay", "open_stream", "streaming_response", "collect"]
+__all__ = ["Answer", "Relay", "open_stream", "streaming_response", "collect"]
 
 
 class Relay:
@@ -102,9 +103,7 @@ def open_stream(chat: ChatRequest, environ: Mapping[str, Any] | None = None) -> 
     """
     generations: Generations = current_app.extensions["sluice"]
     config = current_app.config
-    generation = generations.start(
-        chat, owner=g.get("key_id"), drive=(config["SLUICE_HOLD_S"], config["SLUICE_HEARTBEAT_S"])
-    )
+    generation = generations.start_tied(chat, g.get("key_id"), config["SLUICE_HOLD_S"], config["SLUICE_HEARTBEAT_S"])
     assert generation.events is not None
     g.generation = generation
     relay = Relay(generations, generation, lambda: None)
@@ -118,31 +117,99 @@ def open_stream(chat: ChatRequest, environ: Mapping[str, Any] | None = None) -> 
         if first:
             relay.held.extend(first)
             if first[0].type == "error":  # an end before any token: an HTTP error
-                error = first[0].data["error"]
-                raise error_from_code(error["code"], error["message"])
+                raise error_from_event(first[0].data["error"])
     except BaseException:
         relay.close()
         raise
     return relay
 
 
-def collect(relay: Relay) -> tuple[str, Event]:
-    """Wait for the whole answer: its text and the final event.
+@dataclass
+class Answer:
+    """A whole answer gathered from its events (``stream: false``)."""
+
+    last: Event  # the done event
+    content: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    refusal: list[str] = field(default_factory=list)
+    tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    logprobs: list[Any] = field(default_factory=list)
+
+    def add(self, event: Event) -> None:
+        """Fold one model event in."""
+        kind = event.type
+        if kind == "delta":
+            self.content.append(event.content or "")
+            if '"logprobs"' in event.json:  # most deltas carry none: no decoding for them
+                self._add_logprobs(event.data.get("logprobs"))
+        elif kind == "reasoning":
+            self.reasoning.append(event.content or "")
+        elif kind == "refusal":
+            self.refusal.append(event.content or "")
+        elif kind == "tool_call":
+            data = event.data
+            call = self.tool_calls.setdefault(
+                data["index"], {"id": None, "type": "function", "function": {"name": None, "arguments": ""}}
+            )
+            if data.get("id") is not None:
+                call["id"] = data["id"]
+            if data.get("name") is not None:
+                call["function"]["name"] = data["name"]
+            call["function"]["arguments"] += data.get("arguments", "")
+
+    def _add_logprobs(self, logprobs: Any) -> None:
+        # OpenAI gives {"content": [...]} per chunk, Ollama a list: the tokens, in order.
+        if isinstance(logprobs, dict):
+            logprobs = logprobs.get("content")
+        if isinstance(logprobs, list):
+            self.logprobs.extend(logprobs)
+
+    @property
+    def finish_reason(self) -> str:
+        """The done event's finish reason."""
+        return str(self.last.data["finish_reason"])
+
+    @property
+    def usage(self) -> dict[str, Any]:
+        """What the upstream reported (``{}`` for nothing)."""
+        return dict(self.last.data.get("usage") or {})
+
+    def message(self, reasoning_key: str = "reasoning") -> dict[str, Any]:
+        """The assistant message in OpenAI's shape, reasoning under ``reasoning_key`` (when any)."""
+        calls = [self.tool_calls[index] for index in sorted(self.tool_calls)]
+        text = "".join(self.content)
+        message: dict[str, Any] = {"role": "assistant", "content": None if calls and not text else text}
+        if self.reasoning:
+            message[reasoning_key] = "".join(self.reasoning)
+        if calls:
+            message["tool_calls"] = calls
+        if self.refusal:
+            message["refusal"] = "".join(self.refusal)
+            if not text:
+                message["content"] = None
+        return message
+
+
+def collect(relay: Relay) -> Answer:
+    """Wait for the whole answer.
 
     :raise sluice.errors.SluiceError: the generation ended with an error.
     """
     try:
-        parts = []
-        last: Event | None = None
+        answer: Answer | None = None
+        pending: list[Event] = []
         for event in one_by_one(relay.events()):
             if event is None:
                 continue
-            last = event
-            if event.type == "delta":
-                parts.append(event.content)
-        assert last is not None
-        if last.type == "error":
-            raise error_from_code(last.data["error"]["code"], last.data["error"]["message"])
-        return "".join(parts), last
+            if event.type == "error":
+                raise error_from_event(event.data["error"])
+            if event.type == "done":
+                answer = Answer(event)
+            elif event.type != "start":
+                pending.append(event)
+        assert answer is not None
+        for event in pending:
+            answer.add(event)
+        return answer
     finally:
         relay.close()

@@ -13,16 +13,23 @@ The pump only reads the provider, so killing it (or closing its upstream)
 never interrupts a write to the broker. The runner owns every decision that
 is the same for all providers: the first-token and idle deadlines, the event
 numbers, the single ``done`` or ``error`` that ends each generation, and the
-mapping of failures to error events.
+mapping of failures to error events. Every piece from the model (text,
+reasoning, a tool-call piece, a refusal) counts as progress for the deadlines.
+
+Backpressure: the inbox holds at most ``INBOX_PIECES`` pieces. When the
+consumer cannot take more (a tied response whose client stopped reading is
+blocked in its write), the pump waits instead of reading on, so the upstream's
+own flow control slows the model and nothing piles up in memory.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
@@ -38,13 +45,26 @@ from .events import Event
 from .tasks import gevent_active, spawn_light
 from .ticker import Deadline, Ticker
 
-__all__ = ["Limits", "run", "run_events"]
+__all__ = ["INBOX_PIECES", "Limits", "run", "run_events"]
 
 log = logging.getLogger(__name__)
 
-_PIECE, _FINISH, _FAIL, _ABORTED, _IDLE = range(5)
+
+class _Kind(enum.IntEnum):
+    """What the pump, the ticker and an abort tell the runner."""
+
+    PIECE = 0  # a piece from the model
+    FINISH = 1  # the provider returned its Finish
+    FAIL = 2  # the provider (or the pump) failed
+    ABORTED = 3  # abort() was called
+    IDLE = 4  # nothing was yielded for the idle gap
+
+
+_PIECE, _FINISH, _FAIL, _ABORTED, _IDLE = _Kind
 _MAX_BACKOFF_S = 10.0
 _FAIR_EVERY = 8
+# Pieces the pump may read ahead of the consumer before it waits (backpressure).
+INBOX_PIECES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,38 +87,64 @@ class _Inbox:
 
     A list, where ``queue.SimpleQueue`` (gevent's, once patched) carries three
     deques: a couple of kilobytes per open stream. The runner takes all that is
-    queued at once, so pieces that came together leave together.
+    queued at once, so pieces that came together leave together. ``put_piece``
+    waits while ``INBOX_PIECES`` items are queued (backpressure); every other
+    message goes in at once.
 
-    Under gevent the reader parks its own greenlet and a put wakes it from the
-    hub, as gevent's ``Event`` does but without its link list and timeout
-    machinery: every event of every stream passes here. The wake-up checks at
-    run time that the reader still waits, so it can never resume the reader
-    somewhere else. Under threads, a ``threading.Event``.
+    Under gevent the reader (and a waiting writer) parks its own greenlet and
+    is woken by one hub callback, as gevent's ``Event`` does but without its
+    link list and timeout machinery: every event of every stream passes here.
+    The wake-up checks at run time that the greenlet still waits, so it can
+    never resume it somewhere else. Under threads, ``threading.Event``s.
     """
 
-    __slots__ = ("_items", "_ready", "_loop", "_hub", "_reader", "_waking")
+    __slots__ = ("_items", "_ready", "_drained", "_loop", "_hub", "_reader", "_writer", "_waking")
 
     def __init__(self) -> None:
-        self._items: list[tuple[int, Any]] = []
+        self._items: list[tuple[_Kind, Any]] = []
         self._reader: Any = None  # the greenlet parked in take()
-        self._waking = False  # a wake-up is scheduled and has not run yet
+        self._writer: Any = None  # the greenlet parked in put_piece()
+        self._waking = False  # a wake-up of the reader is scheduled and has not run yet
         if gevent_active():
             import gevent
 
             self._hub: Any = gevent.get_hub()
             self._loop: Any = self._hub.loop
             self._ready: threading.Event | None = None
+            self._drained: threading.Event | None = None
         else:
             self._hub = self._loop = None
             self._ready = threading.Event()
+            self._drained = threading.Event()
 
-    def put(self, item: tuple[int, Any]) -> None:
+    def put(self, item: tuple[_Kind, Any]) -> None:
+        """Queue ``item`` and wake the reader; never waits."""
         self._items.append(item)
         if self._ready is not None:
             self._ready.set()
         elif self._reader is not None and not self._waking:
             self._waking = True
             self._loop.run_callback(self._wake)
+
+    def put_piece(self, piece: Any, abort: Abort) -> None:
+        """Queue a piece, first waiting while the inbox is full (or until ``abort``)."""
+        items = self._items
+        if len(items) >= INBOX_PIECES:
+            if self._drained is None:
+                while len(items) >= INBOX_PIECES:
+                    # An abort kills this greenlet where it parks (GreenletExit).
+                    self._writer = getcurrent()
+                    try:
+                        self._hub.switch()
+                    finally:
+                        self._writer = None
+            else:
+                # Threads cannot be interrupted: look at the abort flag now and then.
+                while len(items) >= INBOX_PIECES and not abort.is_set:
+                    self._drained.clear()
+                    if len(items) >= INBOX_PIECES:
+                        self._drained.wait(0.1)
+        self.put((_PIECE, piece))
 
     def _wake(self) -> None:
         # In the hub. The reader may have been woken otherwise (killed) meanwhile.
@@ -107,7 +153,12 @@ class _Inbox:
         if reader is not None and self._items:
             reader.switch()
 
-    def take(self) -> list[tuple[int, Any]]:
+    def _wake_writer(self) -> None:
+        writer = self._writer
+        if writer is not None and len(self._items) < INBOX_PIECES:
+            writer.switch()
+
+    def take(self) -> list[tuple[_Kind, Any]]:
         """Everything queued, oldest first; waits until there is something."""
         items = self._items
         if self._ready is None:
@@ -127,6 +178,10 @@ class _Inbox:
         # lands after it and stays for the next take.
         taken = items[:]
         del items[: len(taken)]
+        if self._drained is not None:
+            self._drained.set()
+        elif self._writer is not None:
+            self._loop.run_callback(self._wake_writer)
         return taken
 
 
@@ -202,7 +257,7 @@ def _pump(
                                 return
                             if piece:  # empty pieces are noise (Ollama's final line, role-only chunks)
                                 sent += 1
-                                inbox.put((_PIECE, piece))
+                                inbox.put_piece(piece, abort)
                                 fair_turn()
                 except SluiceError as exc:
                     if sent or abort.is_set:
@@ -238,9 +293,12 @@ def run_events(
 
     Events are yielded in batches, oldest first: ``[start]``, then whatever
     came since the consumer last asked, the final event last in the last batch.
+    A consumer that closes the iterator early (a tied client went away, its
+    write timed out) still ends the generation: the final event (``done`` with
+    ``cancelled``, or the error that stopped it) is published, not yielded.
 
     :param attempts: the provider and model name (``llama3``) to use, then its fallbacks.
-    :param publish: receives ``start``, the deltas and one ``done`` or ``error``.
+    :param publish: receives ``start``, the model's events and one ``done`` or ``error``.
     :param ticker: watches the deadlines (first token, idle, whole stream, and idle gaps).
     :param idle_s: with it, ``None`` is yielded whenever nothing was yielded for that
         long (heartbeats for a connection that drives the generation itself).
@@ -251,8 +309,10 @@ def run_events(
         rather than a wrapping generator: one layer less to resume on every event.)
     """
     seq = 0
+    ended = False
+    pieces = 0
 
-    def emit(data: dict) -> Event:
+    def emit(data: dict[str, Any]) -> Event:
         nonlocal seq
         event = Event.make(seq, data)
         seq += 1
@@ -260,76 +320,90 @@ def run_events(
         return event
 
     try:
-        yield [emit(events.start(generation_id, request.model))]
-        inbox = _Inbox()
-        # Registered before the pump starts so an abort in any phase wakes the runner.
-        abort.on_abort(lambda: inbox.put((_ABORTED, None)))
-        abort.on_abort(spawn_light(_pump, request, attempts, limits.retries, inbox, abort))
-
-        pieces = 0
-        started = time.monotonic()
-        end_by = started + limits.max_stream_s
-
-        def expire() -> None:
-            abort.abort("length" if time.monotonic() >= end_by else "timeout")
-
-        # The deadline moves forward with each piece; expiring aborts, which wakes the loop.
-        # (Moving a deadline later is an attribute write; see ``ticker``.)
-        deadline = ticker.add(Deadline(min(started + limits.first_token_s, end_by), expire))
-        gap = None
-        if idle_s is not None:
-            first_gap = first_idle_s if first_idle_s is not None else idle_s
-            gap = ticker.add(Deadline(started + first_gap, lambda: inbox.put((_IDLE, None))))
         try:
-            while True:
-                # Pieces that arrived together (a fast upstream, a burst after a
-                # stall) become one batch: one write to the client instead of one each.
-                batch: list[Event] = []
-                idle = False
-                for kind, value in inbox.take():
-                    if kind == _IDLE:
-                        if gap is not None and not abort.is_set:
-                            gap.at = time.monotonic() + idle_s
-                            ticker.add(gap)
-                            idle = True
-                        continue
-                    if abort.is_set:
-                        kind = _ABORTED
-                    if kind == _PIECE:
-                        pieces += 1
-                        now = time.monotonic()
-                        deadline.at = min(now + limits.idle_s, end_by)
-                        if gap is not None:
-                            gap.at = now + idle_s
-                        if pieces == 1:
-                            # From the first-token deadline and the hold to the idle ones,
-                            # which may be sooner: queue them again for their new times.
-                            ticker.add(deadline)
-                            if gap is not None:
+            yield [emit(events.start(generation_id, request.model))]
+            inbox = _Inbox()
+            # Registered before the pump starts so an abort in any phase wakes the runner.
+            abort.on_abort(lambda: inbox.put((_ABORTED, None)))
+            abort.on_abort(spawn_light(_pump, request, attempts, limits.retries, inbox, abort))
+
+            started = time.monotonic()
+            end_by = started + limits.max_stream_s
+
+            def expire() -> None:
+                abort.abort("length" if time.monotonic() >= end_by else "timeout")
+
+            # The deadline moves forward with each piece; expiring aborts, which wakes the loop.
+            # (Moving a deadline later is an attribute write; see ``ticker``.)
+            deadline = ticker.add(Deadline(min(started + limits.first_token_s, end_by), expire))
+            gap = None
+            if idle_s is not None:
+                first_gap = first_idle_s if first_idle_s is not None else idle_s
+                gap = ticker.add(Deadline(started + first_gap, lambda: inbox.put((_IDLE, None))))
+            try:
+                while True:
+                    # Pieces that arrived together (a fast upstream, a burst after a
+                    # stall) become one batch: one write to the client instead of one each.
+                    batch: list[Event] = []
+                    idle = False
+                    for kind, value in inbox.take():
+                        if kind == _IDLE:
+                            if gap is not None and not abort.is_set:
+                                gap.at = time.monotonic() + idle_s  # type: ignore[operator]
                                 ticker.add(gap)
-                        batch.append(emit(events.delta(value)))
-                        if seq >= limits.max_events - 1:  # room for the final event only
-                            abort.abort("length")
-                        continue
-                    if kind == _FINISH:
-                        batch.append(emit(events.done(value)))
-                    elif kind == _FAIL:
-                        batch.append(emit(events.error(_as_error(value))))
-                    else:
-                        batch.append(_emit_aborted(emit, abort.reason, pieces))
-                    yield batch
-                    return
-                if batch:
-                    yield batch
-                elif idle:
-                    yield None
-        finally:
-            # Whatever ended the loop (the consumer too, by closing us), the upstream
-            # is closed and the pump ends.
-            ticker.discard(deadline)
-            if gap is not None:
-                ticker.discard(gap)
-            abort.abort("finished")
+                                idle = True
+                            continue
+                        if abort.is_set:
+                            kind = _ABORTED
+                        if kind == _PIECE:
+                            pieces += 1
+                            now = time.monotonic()
+                            deadline.at = min(now + limits.idle_s, end_by)
+                            if gap is not None:
+                                gap.at = now + idle_s  # type: ignore[operator]
+                            if pieces == 1:
+                                # From the first-token deadline and the hold to the idle ones,
+                                # which may be sooner: queue them again for their new times.
+                                ticker.add(deadline)
+                                if gap is not None:
+                                    ticker.add(gap)
+                            # Plain text is a bare str (no wrapper per token); the rest make their own event.
+                            data = events.delta(value) if type(value) is str else value.event()
+                            batch.append(emit(data))
+                            if seq >= limits.max_events - 1:  # room for the final event only
+                                abort.abort("length")
+                            continue
+                        if kind == _FINISH:
+                            last = emit(events.done(value))
+                        elif kind == _FAIL:
+                            last = emit(events.error(_as_error(value)))
+                        else:
+                            last = _emit_aborted(emit, abort.reason)
+                        ended = True
+                        batch.append(last)
+                        yield batch
+                        return
+                    if batch:
+                        yield batch
+                    elif idle:
+                        yield None
+            finally:
+                # Whatever ended the loop (the consumer too, by closing us), the upstream
+                # is closed and the pump ends.
+                ticker.discard(deadline)
+                if gap is not None:
+                    ticker.discard(gap)
+                abort.abort("finished")
+        except GeneratorExit:
+            # Closed by the consumer before the end: the generation still ends, once,
+            # for everyone following it by id.
+            if not ended:
+                ended = True
+                try:
+                    _emit_aborted(emit, abort.reason or "disconnected")
+                except Exception:
+                    log.warning("could not record the end of %s", generation_id)
+            raise
     except Exception as exc:
         if on_failure is None:
             raise
@@ -349,14 +423,14 @@ def run(*args: Any, **kwargs: Any) -> Event:
     return last
 
 
-def _emit_aborted(emit: Callable[[dict], Event], reason: str | None, pieces: int) -> Event:
+def _emit_aborted(emit: Callable[[dict[str, Any]], Event], reason: str | None) -> Event:
     if reason == "timeout":
         return emit(events.error(UpstreamTimeout()))
     if reason == "shutdown":
         return emit(events.error(ServerShuttingDown()))
-    # length (too many events), cancelled, disconnected, detached: the usage so far.
-    finish_reason = "length" if reason == "length" else "cancelled"
-    return emit(events.done(Finish(finish_reason, None, pieces)))
+    # length (too many events), cancelled, disconnected, detached. The upstream
+    # reported no usage for an answer it never finished: none is made up.
+    return emit(events.done(Finish("length" if reason == "length" else "cancelled")))
 
 
 def _as_error(exc: BaseException) -> SluiceError:

@@ -270,7 +270,7 @@ def _sample_events() -> list[Event | None]:
         None,
         None,
         Event.make(3, events.delta("🙂日本語\u2028\u2029")),
-        Event.make(4, events.done(Finish("stop", 3, 4))),
+        Event.make(4, events.done(Finish("stop", {"prompt_tokens": 3, "completion_tokens": 4}))),
     ]
 
 

@@ -24,7 +24,8 @@ from sluice.runner import Limits, run
 
 
 def chat(text: str, max_tokens: int | None = None) -> ChatRequest:
-    return ChatRequest("demo/echo", (Message("user", text),), max_tokens=max_tokens)
+    options = {"max_tokens": max_tokens} if max_tokens is not None else {}
+    return ChatRequest("demo/echo", (Message("user", text),), options)
 
 
 # -- demo/echo ------------------------------------------------------------------
@@ -49,9 +50,9 @@ def test_demo_streams_with_usage_and_max_tokens():
         while True:
             out.append(next(stream))
     assert "".join(out) == answer("a b c")
-    assert stop.value.value == Finish("stop", 3, len(out))
+    assert stop.value.value == Finish("stop", {"prompt_tokens": 3, "completion_tokens": len(out)})
     limited = list(_drain(provider.stream(chat("a b c", max_tokens=2), "echo", Abort())))
-    assert limited[:-1] == ["a ", "b "] and limited[-1] == Finish("length", 3, 2)
+    assert limited[:-1] == ["a ", "b "] and limited[-1] == Finish("length", {"prompt_tokens": 3, "completion_tokens": 2})
 
 
 def test_demo_unknown_model_and_abort_stops_at_once():
@@ -251,7 +252,7 @@ class _Scripted:
                 abort.wait(30)
                 return Finish()
             yield step
-        return Finish("stop", 1, 2)
+        return Finish("stop", {"prompt_tokens": 1, "completion_tokens": 2})
 
 
 def _run(steps, timeouts=Limits(5, 5)) -> list[Event]:
@@ -282,7 +283,7 @@ def test_runner_first_token_and_idle_timeouts():
     assert time.monotonic() - started < 5  # at the idle deadline, not the first-token one
 
 
-def test_runner_cancel_ends_with_done_cancelled_and_usage_so_far():
+def test_runner_cancel_ends_with_done_cancelled_and_no_invented_usage():
     abort = Abort()
     published: list[Event] = []
     provider = _Scripted(["a", "hang"])
@@ -293,7 +294,8 @@ def test_runner_cancel_ends_with_done_cancelled_and_usage_so_far():
     wait_until(lambda: len(published) >= 2)
     abort.abort("cancelled")
     thread.join(5)
-    assert published[-1].data == {"type": "done", "finish_reason": "cancelled", "usage": {"completion_tokens": 1}}
+    # The upstream reported no usage for an answer it never finished: none is made up.
+    assert published[-1].data == {"type": "done", "finish_reason": "cancelled", "usage": {}}
 
 
 def test_runner_bounds_events_per_generation():

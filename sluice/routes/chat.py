@@ -36,13 +36,13 @@ def chat() -> Response:
     chat_request = parse_chat(body, config["SLUICE_DEFAULT_MODEL"])
     if not chat_request.stream:
         stream = relay.open_stream(chat_request)
-        text, last = relay.collect(stream)
+        answer = relay.collect(stream)
         return jsonify(
             id=stream.generation.id,
             model=chat_request.model,
-            message={"role": "assistant", "content": text},
-            finish_reason=last.data["finish_reason"],
-            usage=last.data["usage"],
+            message=answer.message(),
+            finish_reason=answer.finish_reason,
+            usage=answer.usage,
         )
     wanted = request.accept_mimetypes.best_match(_FORMATS, default=sse.MIMETYPE)
     return _stream_response(wanted or sse.MIMETYPE, chat_request)

@@ -57,7 +57,7 @@ def start() -> tuple[Response, int]:
     """Start a chat in the background: ``202 {"id", "events_url"}``."""
     config = current_app.config
     chat = parse_chat(read_json(request, config["SLUICE_MAX_BODY_BYTES"]), config["SLUICE_DEFAULT_MODEL"])
-    generation = _generations().start(chat, detached=True, owner=g.get("key_id"))
+    generation = _generations().start_detached(chat, owner=g.get("key_id"))
     g.generation = generation
     events_url = url_for("generations.events", generation_id=generation.id)
     response = jsonify(id=generation.id, events_url=events_url)

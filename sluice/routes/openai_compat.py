@@ -1,13 +1,16 @@
 """OpenAI-compatible routes: ``POST /v1/chat/completions`` and ``GET /v1/models``.
 
-The ``openai`` SDK works with ``base_url`` pointed at Sluice's ``/v1``. Chunks
-are shaped as OpenAI sends them: a role-only first delta, content deltas, a
-chunk with ``finish_reason``, the usage chunk when ``stream_options.include_usage``
-asks for it, then ``data: [DONE]``. Errors use OpenAI's error shape (see
+The ``openai`` SDK works with ``base_url`` pointed at Sluice's ``/v1``. The
+body is read whole (``chat.parse_openai``): tools, response formats, every
+sampling field, and any other top-level field as an extra for the upstream.
+Chunks are shaped as OpenAI sends them: a role-only first delta; ``content``,
+``reasoning_content``, ``refusal`` and ``tool_calls`` deltas (``index``, and
+``id``, ``type``, ``function.name`` on a call's first chunk); ``logprobs``;
+a chunk with the upstream's ``finish_reason``; the usage chunk when
+``stream_options.include_usage`` asks for it and the upstream reported any;
+then ``data: [DONE]``. Errors use OpenAI's error shape (see
 ``sluice.errors.error_response``); one after the first byte is sent as an
-``error`` event, which the SDK raises as ``APIError``. Fields Sluice does not use
-(``tools``, ``n``, ``logprobs`` …) are ignored rather than refused, as most
-compatible servers do.
+``error`` event, which the SDK raises as ``APIError``.
 """
 
 from __future__ import annotations
@@ -20,58 +23,61 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import relay, sse
 from ..catalog import list_models
-from ..chat import ChatRequest, parse_chat, read_json
-from ..errors import InvalidRequest, error_body, error_from_code
+from ..chat import parse_openai, read_json
+from ..errors import error_body, error_from_event
 from ..events import Event, dumps
 
 bp = Blueprint("openai_compat", __name__, url_prefix="/v1")
 
-_ROLES = {"developer": "system"}
+# Sluice's finish reasons that OpenAI has no word for.
+_FINISH = {"cancelled": "stop", "error": "stop"}
 
 
-def _content(value: Any, index: int) -> Any:
-    """OpenAI allows content as a list of parts; text parts are joined, others refused."""
-    if not isinstance(value, list):
-        return value
-    texts = []
-    for part in value:
-        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-            raise InvalidRequest(f"messages[{index}].content: only text parts are supported.")
-        texts.append(part["text"])
-    return "".join(texts)
-
-
-def _to_chat(body: Any, default_model: str) -> tuple[ChatRequest, bool]:
-    if not isinstance(body, dict):
-        raise InvalidRequest("The body must be a JSON object.")
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        messages = [
-            {**m, "role": _ROLES.get(m.get("role"), m.get("role")), "content": _content(m.get("content"), i)}
-            if isinstance(m, dict)
-            else m
-            for i, m in enumerate(messages)
-        ]
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    options = {k: v for k, v in (("temperature", body.get("temperature")), ("max_tokens", max_tokens)) if v is not None}
-    stream_options = body.get("stream_options") or {}
-    if not isinstance(stream_options, dict):
-        raise InvalidRequest("'stream_options' must be an object.")
-    chat = parse_chat(
-        {"model": body.get("model"), "messages": messages, "options": options, "stream": body.get("stream", False)},
-        default_model,
-    )
-    return chat, bool(stream_options.get("include_usage"))
-
-
-def _usage(done: dict[str, Any]) -> dict[str, int]:
-    usage = done.get("usage", {})
-    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def _usage(done: dict[str, Any]) -> dict[str, Any] | None:
+    """The upstream's usage with ``total_tokens`` where both counts are known; None when it reported none."""
+    usage = dict(done.get("usage") or {})
+    if not usage:
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if "total_tokens" not in usage and prompt is not None and completion is not None:
+        usage["total_tokens"] = prompt + completion
+    return usage
 
 
 def _finish_reason(done: dict[str, Any]) -> str:
-    return "length" if done.get("finish_reason") == "length" else "stop"
+    reason = str(done.get("finish_reason", "stop"))
+    return _FINISH.get(reason, reason)
+
+
+def _logprobs(value: Any) -> Any:
+    """OpenAI's ``{"content": [...]}`` from what the upstream gave (Ollama gives the list)."""
+    if value is None or isinstance(value, dict):
+        return value
+    return {"content": value, "refusal": None}
+
+
+def _delta(event: Event) -> tuple[dict[str, Any], Any]:
+    """The chunk delta (and logprobs) for one model event."""
+    kind = event.type
+    if kind == "delta":
+        if '"logprobs"' not in event.json:  # the common case: no decoding
+            return {"content": event.content}, None
+        return {"content": event.content}, _logprobs(event.data.get("logprobs"))
+    data = event.data
+    if kind == "reasoning":
+        return {"reasoning_content": data["content"]}, _logprobs(data.get("logprobs"))
+    if kind == "refusal":
+        return {"refusal": data["content"]}, None
+    call: dict[str, Any] = {"index": data["index"]}
+    if "id" in data:
+        call["id"] = data["id"]
+        call["type"] = "function"
+    function: dict[str, Any] = {}
+    if "name" in data:
+        function["name"] = data["name"]
+    function["arguments"] = data.get("arguments", "")
+    call["function"] = function
+    return {"tool_calls": [call]}, None
 
 
 def _chunks(batches: Iterator[list[Event] | None], base: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
@@ -83,22 +89,26 @@ def _chunks(batches: Iterator[list[Event] | None], base: dict[str, Any], include
             chunk["usage"] = None
         return b"data: " + dumps(chunk).encode() + b"\n\n"
 
-    def choice(delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
-        return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+    def choice(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> list[dict[str, Any]]:
+        return [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]
 
     def frames(event: Event) -> Iterator[bytes]:
-        if event.type == "start":
+        kind = event.type
+        if kind == "start":
             yield frame(choice({"role": "assistant", "content": ""}))
-        elif event.type == "delta":
-            yield frame(choice({"content": event.content}))
-        elif event.type == "done":
-            yield frame(choice({}, _finish_reason(event.data)))
-            if include_usage:
-                yield frame([], usage=_usage(event.data))
+        elif kind == "done":
+            data = event.data
+            yield frame(choice({}, _finish_reason(data)))
+            usage = _usage(data)
+            if include_usage and usage is not None:
+                yield frame([], usage=usage)
             yield b"data: [DONE]\n\n"
-        elif event.type == "error":
-            exc = error_from_code(event.data["error"]["code"], event.data["error"]["message"])
+        elif kind == "error":
+            exc = error_from_event(event.data["error"])
             yield b"data: " + dumps(error_body(exc, openai_shape=True)).encode() + b"\n\n"
+        else:
+            delta, logprobs = _delta(event)
+            yield frame(choice(delta, None, logprobs))
 
     for batch in batches:
         if batch is None:
@@ -114,7 +124,7 @@ def chat_completions() -> Response:
     """OpenAI's chat completions, streamed or not."""
     config = current_app.config
     body = read_json(request, config["SLUICE_MAX_BODY_BYTES"])
-    chat, include_usage = _to_chat(body, config["SLUICE_DEFAULT_MODEL"])
+    chat, include_usage = parse_openai(body, config["SLUICE_DEFAULT_MODEL"])
     stream = relay.open_stream(chat)
     base = {
         "id": "chatcmpl-" + stream.generation.id.removeprefix("gen_"),
@@ -125,22 +135,25 @@ def chat_completions() -> Response:
     if chat.stream:
         chunks = _chunks(stream.events(), base, include_usage)
         return relay.streaming_response(chunks, sse.MIMETYPE, stream.close)
-    text, last = relay.collect(stream)
-    return jsonify(
-        {
-            **base,
-            "object": "chat.completion",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": _finish_reason(last.data),
-                }
-            ],
-            "usage": _usage(last.data),
-        }
-    )
+    answer = relay.collect(stream)
+    message = answer.message(reasoning_key="reasoning_content")
+    message.setdefault("refusal", None)
+    completion: dict[str, Any] = {
+        **base,
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": {"content": answer.logprobs, "refusal": None} if answer.logprobs else None,
+                "finish_reason": _finish_reason(answer.last.data),
+            }
+        ],
+    }
+    usage = _usage(answer.last.data)
+    if usage is not None:
+        completion["usage"] = usage
+    return jsonify(completion)
 
 
 @bp.get("/models")

@@ -88,7 +88,7 @@ class _Session:
         self._busy()
         body = {key: value for key, value in message.items() if key != "type"}
         chat = parse_chat(body, self.default_model)
-        generation = self.generations.start(chat, detached=True, owner=self.key)
+        generation = self.generations.start_detached(chat, owner=self.key)
         self._follow(generation.id, -1)
 
     def _resume(self, message: dict[str, Any]) -> None:
