@@ -411,9 +411,9 @@ def test_nasty_bodies_on_the_real_server(server, fake_ollama):
             assert response.headers["Content-Type"].startswith(JSON)
             assert response.json()["error"]["code"] == code
 
-        # A chunked body (no Content-Length) over the default 1 MiB limit.
+        # A chunked body (no Content-Length) over the default 32 MiB limit.
         def body():
-            for _ in range(17):
+            for _ in range(513):
                 yield b"x" * 65536
 
         big = requests.post(server.url + "/api/chat", data=body(), headers={"Content-Type": JSON}, timeout=10)

@@ -81,7 +81,8 @@ def test_unknown_provider_is_404(server):
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
 
 
-@pytest.mark.parametrize(("status", "code", "http"), [(500, "upstream_error", 502), (503, "upstream_unavailable", 503)])
+# SPEC "Upstream refusals keep their meaning": any 5xx is a 502 (an unreachable provider is the 503).
+@pytest.mark.parametrize(("status", "code", "http"), [(500, "upstream_error", 502), (503, "upstream_error", 502)])
 def test_upstream_error_before_streaming_is_an_http_status(server, fake_ollama, status, code, http):
     # Enough failures for every retry (the default SLUICE_RETRIES is 2).
     fake_ollama.push(*[Script(status=status, error_message="secret-ish detail")] * 3)
