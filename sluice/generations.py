@@ -315,13 +315,12 @@ class Generations:
         with self._lock:
             if self._janitor is None:
                 self._janitor = spawn(self._upkeep)
-            follow = getattr(self.broker, "follow_cancels", None)
-            if follow is not None and self._cancels is None:
-                self._cancels = spawn(follow, self.cancel)
+            if self.broker.shared and self._cancels is None:
+                self._cancels = spawn(self.broker.follow_cancels, self.cancel)
 
     def _upkeep(self) -> None:
         """Renew leases and cancel detached generations nobody listened to for the grace."""
-        lease_s = getattr(self.broker, "lease_s", 3.0)
+        lease_s = self.broker.lease_s
         tick = max(0.05, min(1.0, self.detach_grace_s / 4, lease_s / 3))
         while True:
             with self._lock:

@@ -187,7 +187,7 @@ class _Inbox:
 
 def _backoff(attempt: int, error: SluiceError) -> float:
     """Full jitter on an exponential base, or the upstream's own ``Retry-After`` (capped)."""
-    hinted = getattr(error, "upstream_retry_after", None)
+    hinted = error.upstream_retry_after
     if hinted is not None:
         return min(float(hinted), _MAX_BACKOFF_S)
     return random.uniform(0, min(_MAX_BACKOFF_S, 0.25 * 2**attempt))

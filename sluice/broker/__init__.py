@@ -9,7 +9,7 @@ any listener and any cancel.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from ..events import Event
@@ -28,6 +28,18 @@ def one_by_one(batches: Iterable[list[Event] | None]) -> Iterator[Event | None]:
 
 class Broker(Protocol):
     """What every broker implements."""
+
+    #: True when other workers (and hosts) see the generations: cancels must then be followed.
+    shared: bool
+    #: How long a worker's claim on its generations lasts without renewal.
+    lease_s: float
+
+    def follow_cancels(self, on_cancel: Callable[[str], None]) -> None:
+        """Call ``on_cancel(id)`` for each cancel another worker asks for; runs until the worker ends.
+
+        Only called when ``shared``.
+        """
+        ...
 
     def create(self, generation_id: str, model: str, key: str | None = None) -> None:
         """Make room for a new, running generation started with API key id ``key``.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import GenerationNotFound, Overloaded
@@ -42,6 +42,9 @@ class _Record:
 class MemoryBroker:
     """Generations of this worker, in memory."""
 
+    shared = False  # nobody else can see them, or ask to cancel them
+    lease_s = 3.0  # the process is the lease: renewing only paces the janitor
+
     def __init__(self, ttl_s: float = 600.0, max_generations: int = 10_000, ticker: Ticker | None = None) -> None:
         self.ticker = ticker or Ticker()
         self.ttl_s = ttl_s
@@ -49,6 +52,9 @@ class MemoryBroker:
         self._records: dict[str, _Record] = {}
         self._ended: OrderedDict[str, float] = OrderedDict()  # id -> end time, oldest first
         self._lock = threading.Lock()
+
+    def follow_cancels(self, on_cancel: Callable[[str], None]) -> None:
+        """Nothing to follow: every cancel of this worker's generations is made here."""
 
     def create(self, generation_id: str, model: str, key: str | None = None) -> None:
         """Register a running generation; past the bound the oldest finished ones go first.

@@ -131,6 +131,8 @@ def _status_of(event: Event) -> str:
 class RedisBroker:
     """Generations in Redis; see the module docstring."""
 
+    shared = True  # every worker on every host sees them
+
     def __init__(
         self,
         url: str,
