@@ -27,6 +27,7 @@ from .errors import error_from_event
 from .events import Event
 from .generations import Generation, Generations
 from . import disconnect, sse
+from .hotpath import PassThroughResponse
 
 __all__ = ["Answer", "Relay", "open_stream", "streaming_response", "collect"]
 
@@ -55,35 +56,6 @@ class Relay:
         self.generation.events.close()
 
 
-class _Body:
-    """The WSGI body of a stream: the server iterates ``chunks`` itself and calls ``close``.
-
-    Werkzeug would wrap a streamed body in a re-encoding generator and a
-    ``ClosingIterator``: two more layers to resume for every event. The bytes
-    are the same either way.
-    """
-
-    __slots__ = ("chunks", "close")
-
-    def __init__(self, chunks: Iterator[bytes], close: Callable[[], None]) -> None:
-        self.chunks = chunks
-        self.close = close
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self.chunks
-
-
-class _StreamResponse(Response):
-    """A response whose body (bytes chunks) goes to the WSGI server as it is."""
-
-    def get_app_iter(self, environ: Mapping[str, Any]) -> Any:
-        status = self.status_code
-        if environ["REQUEST_METHOD"] == "HEAD" or 100 <= status < 200 or status in (204, 304):
-            return super().get_app_iter(environ)  # type: ignore[arg-type]
-        # ``close`` closes the chunks, then runs the call_on_close callbacks.
-        return _Body(self.response, self.close)  # type: ignore[arg-type]
-
-
 def streaming_response(chunks: Iterator[bytes], mimetype: str, on_close: Callable[[], None]) -> Response:
     """A streamed response with the stream headers; ``on_close`` runs whenever it ends.
 
@@ -91,7 +63,7 @@ def streaming_response(chunks: Iterator[bytes], mimetype: str, on_close: Callabl
     before the first byte), before any other ``call_on_close`` callback.
     """
     disconnect.limit_send(request.environ, current_app.config["SLUICE_SEND_TIMEOUT_S"])
-    response = _StreamResponse(chunks, mimetype=mimetype, headers=sse.HEADERS)
+    response = PassThroughResponse(chunks, mimetype=mimetype, headers=sse.HEADERS)
     response.call_on_close(on_close)
     return response
 

@@ -16,7 +16,7 @@ numbers, the single ``done`` or ``error`` that ends each generation, and the
 mapping of failures to error events. Every piece from the model (text,
 reasoning, a tool-call piece, a refusal) counts as progress for the deadlines.
 
-Backpressure: the inbox holds at most ``INBOX_PIECES`` pieces. When the
+Backpressure: the inbox holds at most ``hotpath.INBOX_LIMIT`` pieces. When the
 consumer cannot take more (a tied response whose client stopped reading is
 blocked in its write), the pump waits instead of reading on, so the upstream's
 own flow control slows the model and nothing piles up in memory.
@@ -27,14 +27,11 @@ from __future__ import annotations
 import enum
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
-
-from greenlet import getcurrent
 
 from providers import Abort, Finish, Provider
 
@@ -42,10 +39,10 @@ from . import events
 from .chat import ChatRequest
 from .errors import ServerShuttingDown, SluiceError, UpstreamError, UpstreamTimeout
 from .events import Event
-from .tasks import gevent_active, spawn_light
+from .hotpath import Inbox, fairness, spawn_light
 from .ticker import Deadline, Ticker
 
-__all__ = ["INBOX_PIECES", "Limits", "run", "run_events"]
+__all__ = ["Limits", "run", "run_events"]
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +59,6 @@ class _Kind(enum.IntEnum):
 
 _PIECE, _FINISH, _FAIL, _ABORTED, _IDLE = _Kind
 _MAX_BACKOFF_S = 10.0
-_FAIR_EVERY = 8
-# Pieces the pump may read ahead of the consumer before it waits (backpressure).
-INBOX_PIECES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,109 +76,6 @@ class Limits:
     retries: int = 2
 
 
-class _Inbox:
-    """What the pump, the ticker and an abort tell the runner, in order; one reader.
-
-    A list, where ``queue.SimpleQueue`` (gevent's, once patched) carries three
-    deques: a couple of kilobytes per open stream. The runner takes all that is
-    queued at once, so pieces that came together leave together. ``put_piece``
-    waits while ``INBOX_PIECES`` items are queued (backpressure); every other
-    message goes in at once.
-
-    Under gevent the reader (and a waiting writer) parks its own greenlet and
-    is woken by one hub callback, as gevent's ``Event`` does but without its
-    link list and timeout machinery: every event of every stream passes here.
-    The wake-up checks at run time that the greenlet still waits, so it can
-    never resume it somewhere else. Under threads, ``threading.Event``s.
-    """
-
-    __slots__ = ("_items", "_ready", "_drained", "_loop", "_hub", "_reader", "_writer", "_waking")
-
-    def __init__(self) -> None:
-        self._items: list[tuple[_Kind, Any]] = []
-        self._reader: Any = None  # the greenlet parked in take()
-        self._writer: Any = None  # the greenlet parked in put_piece()
-        self._waking = False  # a wake-up of the reader is scheduled and has not run yet
-        if gevent_active():
-            import gevent
-
-            self._hub: Any = gevent.get_hub()
-            self._loop: Any = self._hub.loop
-            self._ready: threading.Event | None = None
-            self._drained: threading.Event | None = None
-        else:
-            self._hub = self._loop = None
-            self._ready = threading.Event()
-            self._drained = threading.Event()
-
-    def put(self, item: tuple[_Kind, Any]) -> None:
-        """Queue ``item`` and wake the reader; never waits."""
-        self._items.append(item)
-        if self._ready is not None:
-            self._ready.set()
-        elif self._reader is not None and not self._waking:
-            self._waking = True
-            self._loop.run_callback(self._wake)
-
-    def put_piece(self, piece: Any, abort: Abort) -> None:
-        """Queue a piece, first waiting while the inbox is full (or until ``abort``)."""
-        items = self._items
-        if len(items) >= INBOX_PIECES:
-            if self._drained is None:
-                while len(items) >= INBOX_PIECES:
-                    # An abort kills this greenlet where it parks (GreenletExit).
-                    self._writer = getcurrent()
-                    try:
-                        self._hub.switch()
-                    finally:
-                        self._writer = None
-            else:
-                # Threads cannot be interrupted: look at the abort flag now and then.
-                while len(items) >= INBOX_PIECES and not abort.is_set:
-                    self._drained.clear()
-                    if len(items) >= INBOX_PIECES:
-                        self._drained.wait(0.1)
-        self.put((_PIECE, piece))
-
-    def _wake(self) -> None:
-        # In the hub. The reader may have been woken otherwise (killed) meanwhile.
-        self._waking = False
-        reader = self._reader
-        if reader is not None and self._items:
-            reader.switch()
-
-    def _wake_writer(self) -> None:
-        writer = self._writer
-        if writer is not None and len(self._items) < INBOX_PIECES:
-            writer.switch()
-
-    def take(self) -> list[tuple[_Kind, Any]]:
-        """Everything queued, oldest first; waits until there is something."""
-        items = self._items
-        if self._ready is None:
-            while not items:
-                self._reader = getcurrent()
-                try:
-                    self._hub.switch()
-                finally:
-                    self._reader = None
-        else:
-            while not items:
-                # Cleared before the second look: a put in between sets it again.
-                self._ready.clear()
-                if not items:
-                    self._ready.wait()
-        # Copy, then delete what was copied: a put in between (another thread)
-        # lands after it and stays for the next take.
-        taken = items[:]
-        del items[: len(taken)]
-        if self._drained is not None:
-            self._drained.set()
-        elif self._writer is not None:
-            self._loop.run_callback(self._wake_writer)
-        return taken
-
-
 def _backoff(attempt: int, error: SluiceError) -> float:
     """Full jitter on an exponential base, or the upstream's own ``Retry-After`` (capped)."""
     hinted = error.upstream_retry_after
@@ -193,41 +84,11 @@ def _backoff(attempt: int, error: SluiceError) -> float:
     return random.uniform(0, min(_MAX_BACKOFF_S, 0.25 * 2**attempt))
 
 
-def _fairness() -> Callable[[], None]:
-    """A hook to call after each piece: yields once ``_FAIR_EVERY`` pieces came unblocked.
-
-    Unblocked means without the event loop turning in between. A provider that never blocks (a fast upstream, a replay, a zero-delay demo)
-    would otherwise run its whole answer before anyone else's turn; one that
-    blocks between pieces (nearly every real stream) lets the loop turn anyway
-    and pays nothing. The loop's cached clock (``loop.now()``) only moves when
-    the loop turns. Under plain threads the OS is fair already.
-    """
-    if not gevent_active():
-        return lambda: None
-    import gevent
-
-    loop = gevent.get_hub().loop
-    last = loop.now()
-    streak = 0
-
-    def turn() -> None:
-        nonlocal last, streak
-        now = loop.now()
-        streak = streak + 1 if now == last else 0
-        if streak >= _FAIR_EVERY:
-            streak = 0
-            time.sleep(0)
-            now = loop.now()
-        last = now
-
-    return turn
-
-
 def _pump(
     request: ChatRequest,
     attempts: list[tuple[Provider, str]],
     retries: int,
-    inbox: _Inbox,
+    inbox: Inbox,
     abort: Abort,
 ) -> None:
     """Read the provider into ``inbox``; before the first piece, retry and fall back.
@@ -238,7 +99,7 @@ def _pump(
     nothing is retried: the client has seen part of an answer.
     """
     error: BaseException | None = None
-    fair_turn = _fairness()
+    fair_turn = fairness()
     try:
         for provider, model in attempts:
             for attempt in range(retries + 1):
@@ -257,7 +118,7 @@ def _pump(
                                 return
                             if piece:  # empty pieces are noise (Ollama's final line, role-only chunks)
                                 sent += 1
-                                inbox.put_piece(piece, abort)
+                                inbox.put_piece(_PIECE, piece, abort)
                                 fair_turn()
                 except SluiceError as exc:
                     if sent or abort.is_set:
@@ -322,7 +183,7 @@ def run_events(
     try:
         try:
             yield [emit(events.start(generation_id, request.model))]
-            inbox = _Inbox()
+            inbox = Inbox()
             # Registered before the pump starts so an abort in any phase wakes the runner.
             abort.on_abort(lambda: inbox.put((_ABORTED, None)))
             abort.on_abort(spawn_light(_pump, request, attempts, limits.retries, inbox, abort))

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Task", "spawn", "spawn_light", "gevent_active"]
+__all__ = ["Task", "spawn", "gevent_active"]
 
 
 _patched = False
@@ -65,19 +65,3 @@ def spawn(target: Callable[..., Any], *args: Any) -> Task:
     return Task(target, *args)
 
 
-def spawn_light(target: Callable[..., Any], *args: Any) -> Callable[[], None]:
-    """Run ``target(*args)`` in the background; return a function that interrupts it.
-
-    For the one task every stream has (the runner's pump): under gevent a raw
-    greenlet, without the ``Greenlet`` object's links, result and start
-    callback, which nothing here uses. Nothing can join it; ``target`` must report its own end. The interrupt raises
-    ``GreenletExit`` where it blocks, or does nothing once it has ended; under
-    threads it does nothing.
-    """
-    if gevent_active():
-        import gevent
-
-        greenlet = gevent.spawn_raw(target, *args)
-        return lambda: gevent.kill(greenlet)
-    threading.Thread(target=target, args=args, daemon=True).start()
-    return lambda: None
