@@ -23,7 +23,7 @@ $(VENV)/.bench: $(VENV)/.runtime bench/requirements.txt
 
 ## run: gunicorn with one gevent worker, the demo model and the page on :$(PORT)
 run: $(VENV)/.runtime
-	SLUICE_BIND=0.0.0.0:$(PORT) $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py wsgi:app
+	SLUICE_BIND=0.0.0.0:$(PORT) $(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
 
 ## dev: Flask's reloading development server
 dev: $(VENV)/.runtime
@@ -81,7 +81,7 @@ bench-shared: $(VENV)/.runtime
 	  "$(BENCH_HOME)/.venv-peers/bin/pip" install -q -r "$(SHARED_BENCH)/peers/requirements.txt"; }
 	BENCH_HOME="$(BENCH_HOME)" "$(SHARED_BENCH)/run_peers.sh" --only sluice,go-seed,sse-starlette,flask-gevent \
 	  --name sluice --cwd "$(CURDIR)" --port $(SHARED_PORT) \
-	  --cmd 'exec {pin} $(VENV_ABS)/bin/gunicorn -c deploy/gunicorn.conf.py -b 127.0.0.1:{port} wsgi:app' \
+	  --cmd 'exec {pin} $(VENV_ABS)/bin/gunicorn -c gunicorn.conf.py -b 127.0.0.1:{port} wsgi:app' \
 	  --env SLUICE_DEMO_DELAY_MS={interval_ms} --env OLLAMA_BASE_URL={upstream} --env SLUICE_RATE_LIMIT= \
 	  --env SLUICE_MAX_STREAMS=100000 \
 	  --stream-path '/stream?prompt={words}&max_tokens={n}&model=demo/echo' --expect-extra 1 \

@@ -1,4 +1,4 @@
-"""The WSGI entry point for gunicorn: ``gunicorn -c deploy/gunicorn.conf.py wsgi:app``.
+"""The WSGI entry point for gunicorn: ``gunicorn -c gunicorn.conf.py wsgi:app``.
 
 The gevent worker monkey-patches before this module is imported, so the rest
 of Sluice uses plain ``threading`` and ``queue``.

@@ -202,7 +202,7 @@ def _sluice() -> App:
     chat_body = json.dumps({"model": "ollama/fake", "messages": [{"role": "user", "content": "hi"}]})
     return App(
         name="sluice",
-        argv=lambda _port: [GUNICORN, "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
+        argv=lambda _port: [GUNICORN, "-c", "gunicorn.conf.py", "wsgi:app"],
         env=lambda s: {
             "SLUICE_DEMO_DELAY_MS": str(s.delay_ms), "OLLAMA_BASE_URL": s.upstream,
             "SLUICE_RATE_LIMIT": "", "SLUICE_MAX_STREAMS": "100000",

@@ -182,7 +182,7 @@ def test_several_workers_without_redis_are_refused_at_start(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
     result = subprocess.run(
-        [GUNICORN, "-c", "deploy/gunicorn.conf.py", "--workers", "2", "--bind", "127.0.0.1:0", "wsgi:app"],
+        [GUNICORN, "-c", "gunicorn.conf.py", "--workers", "2", "--bind", "127.0.0.1:0", "wsgi:app"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
     )
     assert result.returncode != 0

@@ -49,7 +49,7 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path):
 
 def test_unit_runs_gunicorn_from_opt_sluice_with_its_env_file():
     service = unit()["Service"]
-    assert service["ExecStart"] == f"{GUNICORN} -c deploy/gunicorn.conf.py wsgi:app"
+    assert service["ExecStart"] == f"{GUNICORN} -c gunicorn.conf.py wsgi:app"
     assert service["WorkingDirectory"] == "/opt/sluice"
     assert service["EnvironmentFile"] == "/etc/sluice.env"
     assert service["User"] == "sluice" and service["Group"] == "sluice"
@@ -59,7 +59,7 @@ def test_unit_runs_gunicorn_from_opt_sluice_with_its_env_file():
 
 def test_unit_stops_gracefully_and_restarts_on_failure():
     service = unit()["Service"]
-    graceful = runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))["graceful_timeout"]
+    graceful = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["graceful_timeout"]
     assert service["KillSignal"] == "SIGTERM"  # gunicorn's graceful shutdown
     assert service["KillMode"] == "mixed"  # the signal to the arbiter only; it stops its workers
     assert seconds(service["TimeoutStopSec"]) > graceful

@@ -1,0 +1,141 @@
+"""gunicorn settings for Sluice: one gevent worker holds thousands of long streams.
+
+gunicorn reads ``./gunicorn.conf.py`` by default, so from the checkout plain
+``gunicorn wsgi:app`` starts Sluice as ``make run``, systemd and the tests do
+(``-c gunicorn.conf.py`` says the same thing explicitly). Every value can be
+overridden on the command line or with ``GUNICORN_CMD_ARGS``. What matters for
+streams, if you start gunicorn without this file (README, "Deploying behind
+nginx"): the gevent worker, ``worker_connections`` and ``keepalive``.
+"""
+
+import os
+import resource
+
+bind = os.environ.get("SLUICE_BIND", "127.0.0.1:8000")
+# gevent records, for each greenlet, who spawned it and ten frames of the
+# spawner's stack (for its debugging helpers, which Sluice does not use): a stack
+# walk and about 1 KB per greenlet, and a stream has two. Set it to true to debug.
+os.environ.setdefault("GEVENT_TRACK_GREENLET_TREE", "false")
+# gunicorn's default sync worker serves one request at a time: one stream would
+# hold the whole worker. Under gevent a stream is a greenlet.
+worker_class = "gevent"
+# One worker per core is the usual shape; the in-process broker serves one worker
+# (see the README on SLUICE_REDIS_URL before raising this).
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+# Each open stream is a connection: gunicorn's default of 1000 queues the rest.
+worker_connections = 10000
+# With gevent, `timeout` is the worker's heartbeat, not a request limit: streams
+# lasting many minutes are fine. A restart lets running streams finish for 30 s.
+timeout = 30
+graceful_timeout = 30
+# Longer than nginx's upstream keepalive_timeout, so gunicorn never closes first.
+# The gevent worker also bounds the wait for each request's headers by it, a new
+# connection's first request included: with gunicorn's default of 2 s, a burst
+# that keeps the worker busy for 2 s drops the connections still waiting.
+keepalive = 75
+# gunicorn 27's control socket sits at one fixed path per user: several Sluice
+# instances on a host (or the tests) would fight over it, and Sluice needs none.
+control_socket_disable = True
+# Sluice writes one JSON access line per request itself (sluice/logs.py, with the
+# request id, model and outcome); gunicorn's own line would say less, twice over,
+# and cost ~5% of a short request's CPU.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("SLUICE_LOG_LEVEL", "info")
+
+
+def on_starting(server):
+    """Refuse a setup that would lose generations; raise the open-file limit.
+
+    Without ``SLUICE_REDIS_URL`` each worker keeps its generations in memory, so
+    a resume or a cancel that lands on another worker would find nothing.
+    """
+    if server.cfg.workers > 1 and not os.environ.get("SLUICE_REDIS_URL"):
+        raise SystemExit(
+            f"Sluice: {server.cfg.workers} workers need SLUICE_REDIS_URL (generations are "
+            "per-worker without it); set it, or run one worker."
+        )
+    if server.cfg.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Every worker writes its metrics here and /metrics sums them.
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sluice-metrics-")
+    # A stream is a socket, or two with an upstream.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def pre_request(worker, req):
+    """Refuse a body declared over ``SLUICE_MAX_BODY_BYTES`` without inviting it.
+
+    gunicorn answers ``Expect: 100-continue`` with ``100 Continue`` before the
+    application runs; Sluice refuses such a body with ``413`` without reading
+    it (``sluice/bodies.py``), so the client is not told to send it, and the
+    connection closes after the 413 instead of reading the unwanted body to
+    reach the next request.
+    """
+    length = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), "")
+    if length.isdigit() and int(length) > worker.wsgi.config["SLUICE_MAX_BODY_BYTES"]:
+        req._expected_100_continue = False  # gunicorn's own flag (gunicorn/http/message.py)
+        req.must_close = True
+
+
+def post_worker_init(worker):
+    """Drain on SIGTERM or reload: new streams refused, running ones given the grace period.
+
+    gunicorn stops accepting at once and kills what is left after
+    ``graceful_timeout``; a second before that, Sluice ends the generations still
+    running with an ``error`` event ``server_shutting_down`` so their clients
+    retry (and, with Redis, resume elsewhere) instead of seeing a cut connection.
+    """
+    import gc
+
+    import gevent
+
+    # What start-up allocated (modules, the app) is never garbage: keep the
+    # collector from walking it again, and let it run less often, so a full
+    # collection does not pause thousands of streams at once (see README,
+    # "Performance"). SLUICE_GC_THRESHOLD=off leaves Python's defaults.
+    threshold = os.environ.get("SLUICE_GC_THRESHOLD", "50000,20,100")
+    if threshold != "off":
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*(int(part) for part in threshold.split(",")))
+
+    # gevent's server accepts up to 100 connections per wake-up and runs each new
+    # request until it blocks before anything else: a burst of new streams then
+    # delays every open stream's next event by the whole batch. 10 halved the
+    # p99 lateness of 500 open streams during a 1,000/s burst, and their time to
+    # first event, and kept W3's added latency at ~3 ms where 100 gave ~18; only
+    # past saturation (5,000 streams starting at 1,000/s) did 100 start them
+    # sooner (README, "Performance"). With several workers gunicorn sets 1.
+    from gevent.baseserver import BaseServer
+
+    BaseServer.max_accept = int(os.environ.get("SLUICE_MAX_ACCEPT", "10"))
+
+    # Event-loop lag and events per second on /metrics, as the benchmark sees them.
+    worker.wsgi.extensions["sluice.metrics"].watch_loop()
+
+    generations = worker.wsgi.extensions["sluice"]
+    grace = worker.cfg.graceful_timeout
+    within = max(0.5 * grace, grace - 1.5)
+
+    def watch():
+        while worker.alive:
+            gevent.sleep(0.2)
+        generations.drain(within)
+
+    gevent.spawn(watch)
+
+
+def child_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
+    """Forget a dead worker's live gauges (its counters stay in the sums)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
