@@ -16,7 +16,7 @@ from providers import Registry
 from providers.demo import DemoProvider
 from providers.ollama import OllamaProvider
 from providers.openai import OpenAIProvider
-from sluice import auth, errors, generations, limits, logs, metrics, routes
+from sluice import auth, bodies, errors, generations, limits, logs, metrics, routes
 from sluice.broker import Broker
 from sluice.broker.memory import MemoryBroker
 from sluice.broker.redis_broker import RedisBroker
@@ -66,6 +66,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     logs.init_app(app)
     auth.init_app(app)
     limits.init_app(app)
+    bodies.init_app(app)  # after the key and the rate limit: a refused request costs no read
     generations.init_app(app, registry, broker, metrics.init_app(app), ticker)
     errors.init_app(app)
     routes.register(app)

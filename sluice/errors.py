@@ -8,8 +8,10 @@
     ├── Unauthorized                 401 unauthorized
     ├── ModelNotFound                404 model_not_found
     ├── GenerationNotFound           404 generation_not_found
+    ├── RequestTimeout               408 request_timeout       (the body came too slowly)
     ├── PayloadTooLarge              413 payload_too_large
     ├── UnsupportedMediaType         415 unsupported_media_type
+    ├── UpgradeRequired              426 upgrade_required      (a WebSocket version we do not speak)
     ├── RateLimited (RetryAfter)     429 rate_limited
     ├── UpstreamError                502 upstream_error
     ├── Overloaded (RetryAfter)      503 overloaded
@@ -24,6 +26,10 @@ Before the first byte of a response an exception becomes an HTTP status with
 ``runner`` turns the same exception into an ``error`` event. Messages are
 always ours: never ``str()`` of a foreign exception, which may hold keys or
 URLs.
+
+A request the client framed wrong (a bad chunk size, a chunked body cut
+short, a WebSocket handshake without a usable version) is the client's fault,
+not a bug: ``400`` (``426`` for the WebSocket version), with no trace logged.
 """
 
 from __future__ import annotations
@@ -43,8 +49,10 @@ __all__ = [
     "Unauthorized",
     "ModelNotFound",
     "GenerationNotFound",
+    "RequestTimeout",
     "PayloadTooLarge",
     "UnsupportedMediaType",
+    "UpgradeRequired",
     "RateLimited",
     "UpstreamError",
     "Overloaded",
@@ -119,12 +127,20 @@ class GenerationNotFound(SluiceError):
     status, code, message = 404, "generation_not_found", "No such generation."
 
 
+class RequestTimeout(SluiceError):
+    status, code, message = 408, "request_timeout", "The request body did not arrive in time."
+
+
 class PayloadTooLarge(SluiceError):
     status, code, message = 413, "payload_too_large", "The request body is too large."
 
 
 class UnsupportedMediaType(SluiceError):
     status, code, message = 415, "unsupported_media_type", "The request body must be JSON."
+
+
+class UpgradeRequired(SluiceError):
+    status, code, message = 426, "upgrade_required", "Only WebSocket version 13 is supported."
 
 
 class RateLimited(_RetryAfter, SluiceError):
@@ -212,8 +228,10 @@ _OPENAI_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
     404: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
+    426: "invalid_request_error",
     429: "rate_limit_error",
 }
 
@@ -249,6 +267,8 @@ _HTTP_TO_ERROR: dict[int, type[SluiceError]] = {
 
 
 def _handle_http_exception(exc: HTTPException) -> Response:
+    if exc.response is not None:  # made by us already (the rate limiter's on_breach)
+        return exc.response
     if exc.code in _HTTP_TO_ERROR:
         return error_response(_HTTP_TO_ERROR[exc.code]())
     error = SluiceError(exc.description or exc.name)
@@ -261,6 +281,38 @@ def _handle_http_exception(exc: HTTPException) -> Response:
     return response
 
 
+def _handle_client_fault(exc: Exception) -> Response:
+    # wsproto suggests the answer to a bad handshake: 400, or 426 for a version it
+    # does not speak, with the version it does (Sec-WebSocket-Version: 13).
+    hint = getattr(exc, "event_hint", None)
+    if getattr(hint, "status_code", 400) == 426:
+        error: SluiceError = UpgradeRequired()
+    else:
+        error = InvalidRequest("The request is malformed (its body framing or WebSocket handshake).")
+    response = error_response(error)
+    for name, value in getattr(hint, "headers", None) or ():
+        response.headers[name.decode("latin-1")] = value.decode("latin-1")
+    return response
+
+
+def _client_faults() -> list[type[Exception]]:
+    """The foreign exceptions that mean the client framed its request wrong."""
+    faults: list[type[Exception]] = []
+    try:  # reading a body under gunicorn: bad chunk size or extension, cut short
+        from gunicorn.http.errors import NoMoreData, ParseException
+
+        faults += [ParseException, NoMoreData]
+    except ImportError:  # pragma: no cover - gunicorn is a dependency
+        pass
+    try:  # the WebSocket handshake (flask-sock → simple-websocket → wsproto)
+        from wsproto.utilities import RemoteProtocolError
+
+        faults.append(RemoteProtocolError)
+    except ImportError:  # pragma: no cover - flask-sock's dependency
+        pass
+    return faults
+
+
 def _handle_unexpected(exc: Exception) -> Response:
     # The trace goes to the log at ERROR, never into the response.
     log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
@@ -271,4 +323,6 @@ def init_app(app: Flask) -> None:
     """Register the handlers: ours by class, werkzeug's by status, anything else as 500."""
     app.register_error_handler(SluiceError, error_response)
     app.register_error_handler(HTTPException, _handle_http_exception)
+    for fault in _client_faults():
+        app.register_error_handler(fault, _handle_client_fault)
     app.register_error_handler(Exception, _handle_unexpected)
