@@ -21,24 +21,88 @@ _ERROR = {
         }
     },
 }
+_PART = {
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["type", "text"],
+            "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+        },
+        {
+            "type": "object",
+            "required": ["type", "image_url"],
+            "properties": {
+                "type": {"const": "image_url"},
+                "image_url": {
+                    "type": "object",
+                    "required": ["url"],
+                    "properties": {"url": {"type": "string"}, "detail": {"enum": ["auto", "low", "high"]}},
+                },
+            },
+        },
+    ]
+}
+_TOOL_CALL = {
+    "type": "object",
+    "required": ["id", "function"],
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"const": "function"},
+        "function": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
+        },
+    },
+}
 _MESSAGE = {
     "type": "object",
-    "required": ["role", "content"],
-    "properties": {"role": {"enum": ["system", "user", "assistant"]}, "content": {"type": "string"}},
+    "required": ["role"],
+    "properties": {
+        "role": {"enum": ["system", "developer", "user", "assistant", "tool"]},
+        "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": _PART}, {"type": "null"}]},
+        "name": {"type": "string"},
+        "tool_calls": {"type": "array", "items": _TOOL_CALL},
+        "tool_call_id": {"type": "string"},
+    },
+}
+_NUMBER = {"type": "number"}
+_OPTIONS = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "max_completion_tokens": {"type": "integer", "minimum": 1},
+        "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        "seed": {"type": "integer"},
+        "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+        "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+        "logit_bias": {"type": "object", "additionalProperties": _NUMBER},
+        "logprobs": {"type": "boolean"},
+        "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20},
+        "n": {"type": "integer", "minimum": 1},
+        "reasoning_effort": {"type": "string"},
+    },
 }
 _CHAT = {
     "type": "object",
     "required": ["messages"],
+    "additionalProperties": False,
     "properties": {
-        "model": {"type": "string", "examples": ["demo/echo", "ollama/llama3"]},
+        "model": {"type": "string", "examples": ["demo/echo", "demo/think", "ollama/llama3"]},
         "messages": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Message"}},
-        "options": {
-            "type": "object",
-            "properties": {
-                "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-                "max_tokens": {"type": "integer", "minimum": 1},
-            },
-        },
+        "options": _OPTIONS,
+        "tools": {"type": "array", "items": {"type": "object"}},
+        "tool_choice": {"oneOf": [{"enum": ["none", "auto", "required"]}, {"type": "object"}]},
+        "parallel_tool_calls": {"type": "boolean"},
+        "response_format": {"type": "object", "required": ["type"]},
+        "extra": {"type": "object", "description": "Merged into the upstream request body as given."},
+        "user": {"type": "string"},
+        "metadata": {"type": "object"},
+        "store": {"type": "boolean"},
+        "service_tier": {"type": "string"},
         "stream": {"type": "boolean", "default": True},
     },
 }
