@@ -84,9 +84,12 @@ export function listModels() {
   return request("GET", "/api/models");
 }
 
-/** `POST /api/generations`: `{id, events_url}`. */
-export function startGeneration(model, messages) {
-  return request("POST", "/api/generations", { model, messages });
+/**
+ * `POST /api/generations`: `{id, events_url}`.
+ * @param {{model: string, messages: object[], options?: object, extra?: object}} body a chat body
+ */
+export function startGeneration(body) {
+  return request("POST", "/api/generations", body);
 }
 
 /** `GET /api/generations/<id>`: `{id, model, status, events}`. */

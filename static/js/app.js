@@ -1,14 +1,19 @@
 // Sluice's chat page: the controller. It owns the conversations (kept in
 // localStorage by store.js), starts each answer with POST /api/generations and
 // follows its events (stream.js), so an answer survives a blip, a sleep or a
-// reload; view.js draws, markdown.js renders, models.js fills the picker.
+// reload; view.js draws, markdown.js renders, models.js fills the picker,
+// images.js keeps attached pictures (IndexedDB), settings.js the per-chat
+// settings, transfer.js export and import.
 
 import * as api from "./api.js";
+import * as images from "./images.js";
 import { createModelPicker } from "./models.js";
 import { createAutoscroll } from "./scroll.js";
+import { createSettingsPanel, requestParts } from "./settings.js";
 import { createSidebar } from "./sidebar.js";
 import * as store from "./store.js";
 import { follow } from "./stream.js";
+import * as transfer from "./transfer.js";
 import { createView, errorHeadline } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
@@ -33,6 +38,15 @@ const els = {
   authKey: $("auth-key"),
   newChat: $("new-chat"),
   notice: $("notice"),
+  attach: $("attach"),
+  attachInput: $("attach-input"),
+  attachments: $("attachments"),
+  attachError: $("attach-error"),
+  dropZone: $("main"),
+  exportMd: $("export-md"),
+  exportJson: $("export-json"),
+  importButton: $("import"),
+  importInput: $("import-input"),
 };
 
 // ---------------------------------------------------------------- state
@@ -98,8 +112,9 @@ function flushSaves() {
 const view = createView(
   { list: els.messages, empty: els.empty },
   {
-    retry: (index) => rerun(current, index),
+    retry: (index) => rerun(current, index, { retry: true }),
     regenerate: (index) => rerun(current, index),
+    continue: (index) => continueAnswer(current, index),
     edit: (index, text) => editAndResend(current, index, text),
     useKey: (key, index) => {
       api.setApiKey(key);
@@ -123,8 +138,31 @@ function renderSidebar() {
   sidebar.render(store.listConversations(), current && current.id, busy);
 }
 
+const settingsPanel = createSettingsPanel(
+  {
+    toggle: $("settings-toggle"),
+    panel: $("settings"),
+    close: $("settings-close"),
+    system: $("set-system"),
+    temperature: $("set-temperature"),
+    maxTokens: $("set-max-tokens"),
+    extra: $("set-extra"),
+    error: $("set-error"),
+    status: els.status,
+  },
+  {
+    get: () => current && current.settings,
+    save: (settings) => {
+      current.settings = settings;
+      // An empty chat is saved with its first message; settings wait in memory till then.
+      if (current.messages.length) store.saveConversation(current, { touch: false });
+    },
+  },
+);
+
 function renderConversation() {
   view.render(current, isBusy(current), connectionOf);
+  settingsPanel.refresh();
   els.title.textContent = current.title;
   document.title = current.messages.length ? `${current.title} · Sluice` : "Sluice";
   updateComposer();
@@ -180,33 +218,74 @@ function hideAuthBanner() {
 
 // ---------------------------------------------------------------- answers
 
-/** The messages sent for `answer`: everything before it that has content. */
-function history(conversation, answer) {
-  const index = conversation.messages.indexOf(answer);
-  return conversation.messages
-    .slice(0, index)
-    .filter((m) => m.role === "user" || (m.role === "assistant" && m.content))
-    .map((m) => ({ role: m.role, content: m.content }));
+/** A user message's content: its text, or text and `image_url` parts with the pictures' `data:` URLs. */
+async function userContent(message) {
+  if (!message.images || !message.images.length) return message.content;
+  const parts = message.content ? [{ type: "text", text: message.content }] : [];
+  for (const image of message.images) {
+    const record = await images.getImage(image.id);
+    if (!record) {
+      throw { code: "image_missing", message: `The picture “${image.name}” is no longer stored in this browser.` };
+    }
+    parts.push({ type: "image_url", image_url: { url: record.url } });
+  }
+  return parts;
 }
 
-/** (Re)start `answer`: POST /api/generations, then follow its events. */
-async function run(conversation, answer) {
-  Object.assign(answer, {
-    content: "",
+/**
+ * The chat body for `answer`: the settings' system prompt, everything before it
+ * that has content (answers as their text only: their reasoning is never sent
+ * back), and, to continue it, the answer so far as the last message.
+ */
+async function requestBody(conversation, answer, continuing) {
+  const index = conversation.messages.indexOf(answer);
+  const messages = [];
+  for (const m of conversation.messages.slice(0, continuing ? index + 1 : index)) {
+    if (m.role === "user") messages.push({ role: "user", content: await userContent(m) });
+    else if (m.role === "assistant" && (m.content || m === answer)) messages.push({ role: "assistant", content: m.content });
+  }
+  const { system, options, extra } = requestParts(conversation.settings);
+  if (system) messages.unshift({ role: "system", content: system });
+  const body = { model: answer.model, messages };
+  if (Object.keys(options).length) body.options = options;
+  if (extra) body.extra = extra;
+  return body;
+}
+
+/**
+ * (Re)start `answer`: POST /api/generations, then follow its events.
+ * @param {{continuing?: boolean, before?: Promise}} [how] continuing: append to
+ *   what it has (after "Cut off at the token limit"); before: wait for it first
+ *   (its pictures being stored)
+ */
+async function run(conversation, answer, { continuing = false, before = null } = {}) {
+  const fresh = continuing
+    ? { stats: { sentAt: Date.now() } }
+    : {
+        content: "",
+        reasoning: "",
+        thinking: null,
+        toolCalls: [],
+        refusal: "",
+        deltas: 0,
+        stats: { sentAt: Date.now() },
+      };
+  Object.assign(answer, fresh, {
     status: "pending",
+    continuing,
     error: null,
     finishReason: null,
     usage: null,
     generation: null,
-    deltas: 0,
-    stats: { sentAt: Date.now() },
+    settings: conversation.settings ? structuredClone(conversation.settings) : null,
   });
   transient.set(answer, { connection: "open", stopRequested: false, reattach: 0 });
   save(conversation);
   refresh(conversation, answer);
   let started;
   try {
-    started = await api.startGeneration(answer.model, history(conversation, answer));
+    if (before) await before;
+    started = await api.startGeneration(await requestBody(conversation, answer, continuing));
   } catch (error) {
     fail(conversation, answer, error);
     return;
@@ -241,13 +320,22 @@ function receive(conversation, answer, event, id) {
     if (id <= generation.lastEventId) return; // already have it: never repeat
     generation.lastEventId = id;
   }
-  if (event.type === "delta") {
+  if (event.type === "delta" || event.type === "reasoning" || event.type === "tool_call" || event.type === "refusal") {
     if (!answer.stats.firstAt) answer.stats.firstAt = Date.now();
-    answer.content += event.content;
     answer.deltas = (answer.deltas || 0) + 1;
+    if (event.type === "reasoning") {
+      if (!answer.thinking) answer.thinking = { startedAt: Date.now(), endedAt: null };
+      answer.reasoning = (answer.reasoning || "") + (event.content || "");
+    } else {
+      endThinking(answer);
+      if (event.type === "delta") answer.content += event.content || "";
+      else if (event.type === "refusal") answer.refusal = (answer.refusal || "") + (event.content || "");
+      else addToolCallPiece(answer, event);
+    }
     saveSoon(conversation);
     redraw(conversation, answer);
   } else if (event.type === "done") {
+    endThinking(answer);
     answer.finishReason = event.finish_reason;
     answer.usage = event.usage || null;
     end(conversation, answer, event.finish_reason === "cancelled" ? "stopped" : "done");
@@ -255,6 +343,26 @@ function receive(conversation, answer, event, id) {
     answer.error = event.error || { code: "upstream_error", message: "" };
     end(conversation, answer, "error");
   }
+}
+
+/** The thoughts are over once anything else arrives (or the answer ends). */
+function endThinking(answer) {
+  if (answer.thinking && !answer.thinking.endedAt) answer.thinking.endedAt = Date.now();
+}
+
+/** A piece of a tool call: the first of an `index` has its id and name, later ones more arguments. */
+function addToolCallPiece(answer, event) {
+  if (!Array.isArray(answer.toolCalls)) answer.toolCalls = [];
+  const index = Number.isInteger(event.index) ? event.index : answer.toolCalls.length;
+  let call = answer.toolCalls.find((c) => c.index === index);
+  if (!call) {
+    call = { index, id: null, name: "", arguments: "" };
+    answer.toolCalls.push(call);
+  }
+  if (event.id) call.id = event.id;
+  if (event.name) call.name = event.name;
+  if (typeof event.arguments === "string") call.arguments += event.arguments;
+  else if (event.arguments && typeof event.arguments === "object") call.arguments = JSON.stringify(event.arguments);
 }
 
 /** The stream ended without `done`/`error` (204, 404, 401…): find out why. */
@@ -302,12 +410,17 @@ function end(conversation, answer, status) {
     live.delete(answer.generation.id);
   }
   answer.status = status;
+  if (status !== "error") answer.continuing = false;
+  endThinking(answer);
   answer.stats = { ...answer.stats, doneAt: Date.now() };
   save(conversation);
   refresh(conversation, answer);
   if (conversation === current) {
     if (status === "error") announce(`Error: ${errorHeadline(answer.error)} ${answer.error.message || ""}`);
     else if (status === "stopped") announce("Stopped.");
+    else if (answer.finishReason === "length") announce("Cut off at the token limit. Continue asks for the rest.");
+    else if (answer.finishReason === "content_filter") announce("Stopped by the provider's content filter.");
+    else if (answer.refusal) announce("The model refused to answer.");
     else announce("Answer complete.");
   }
 }
@@ -359,36 +472,68 @@ function titleFrom(text) {
 }
 
 function send(text) {
-  if (isBusy(current) || !text.trim()) return false;
+  if (isBusy(current)) return false;
+  if (preparing > 0) {
+    showAttachError("Wait a moment: the pictures are still being prepared.");
+    return false;
+  }
+  const attached = pending.slice();
+  if (!text.trim() && !attached.length) return false;
+  if (!settingsPanel.commitIfOpen()) return false;
   const conversation = current;
-  if (!conversation.titled && conversation.messages.length === 0) conversation.title = titleFrom(text);
-  conversation.messages.push({ role: "user", content: text });
+  if (!conversation.titled && conversation.messages.length === 0) {
+    conversation.title = titleFrom(text || attached.map((image) => image.name).join(", "));
+  }
+  const user = { role: "user", content: text };
+  if (attached.length) user.images = attached.map(images.reference);
+  conversation.messages.push(user);
   const answer = newAnswer();
   conversation.messages.push(answer);
   cache.set(conversation.id, conversation);
   store.setOpenId(conversation.id);
+  clearAttachments();
   renderConversation();
-  run(conversation, answer);
+  const stored = images.putImages(conversation.id, attached).catch(() => {
+    throw { code: "image_storage", message: "This browser would not store the pictures (storage full or disabled)." };
+  });
+  run(conversation, answer, { before: stored });
   return true;
 }
 
-/** Retry an error, or regenerate an answer, with the current model. */
-function rerun(conversation, index) {
+/** Retry an error, or regenerate an answer, with the current model (a failed Continue continues again). */
+function rerun(conversation, index, { retry = false } = {}) {
   if (isBusy(conversation)) return;
   const answer = conversation.messages[index];
   answer.model = models.value();
   renderConversation();
-  run(conversation, answer);
+  run(conversation, answer, { continuing: retry && answer.continuing && Boolean(answer.content) });
 }
 
-/** Replace user turn `index` with `text`, drop what followed, and send again. */
+/** After "Cut off at the token limit": ask the model to go on, appending to the same answer. */
+function continueAnswer(conversation, index) {
+  if (isBusy(conversation)) return;
+  const answer = conversation.messages[index];
+  renderConversation();
+  run(conversation, answer, { continuing: true });
+}
+
+/** The picture ids a conversation's messages still refer to. */
+function imageIds(conversation) {
+  return conversation.messages.flatMap((m) => (m.images || []).map((image) => image.id));
+}
+
+/** Replace user turn `index` with `text`, drop what followed, and send again (its pictures stay). */
 function editAndResend(conversation, index, text) {
   if (isBusy(conversation)) return;
+  const edited = conversation.messages[index];
   conversation.messages.splice(index);
   if (index === 0 && !conversation.titled) conversation.title = titleFrom(text);
-  conversation.messages.push({ role: "user", content: text });
+  const user = { role: "user", content: text };
+  if (edited && edited.images) user.images = edited.images;
+  conversation.messages.push(user);
   const answer = newAnswer();
   conversation.messages.push(answer);
+  images.pruneImages(conversation.id, imageIds(conversation)).catch(() => {});
   renderConversation();
   run(conversation, answer);
 }
@@ -433,6 +578,7 @@ function removeConversation(id) {
   }
   cache.delete(id);
   store.deleteConversation(id);
+  images.deleteConversationImages(id).catch(() => showNotice("The chat's pictures could not be deleted from this browser."));
   if (current && current.id === id) {
     const next = store.listConversations()[0];
     openConversation(next ? next.id : null);
@@ -459,6 +605,169 @@ function resumeAll() {
     }
   }
 }
+
+// ---------------------------------------------------------------- attachments
+
+/** Pictures attached in the composer, ready to send: records from images.prepare(). */
+let pending = [];
+let preparing = 0;
+
+function showAttachError(text) {
+  els.attachError.textContent = text;
+  els.attachError.hidden = !text;
+}
+
+function renderAttachments() {
+  const items = pending.map((record) => {
+    const item = document.createElement("li");
+    item.className = "chip";
+    const img = document.createElement("img");
+    img.className = "thumb";
+    img.src = record.thumb;
+    img.alt = record.name;
+    img.width = 56;
+    img.height = 56;
+    const info = document.createElement("span");
+    info.className = "chip-info";
+    const scaled = record.bytes < record.originalBytes ? ` (scaled from ${images.formatBytes(record.originalBytes)})` : "";
+    info.textContent = `${record.width}×${record.height} · ${images.formatBytes(record.bytes)}${scaled}`;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "icon chip-remove";
+    remove.textContent = "×";
+    remove.setAttribute("aria-label", `Remove ${record.name}`);
+    remove.addEventListener("click", () => {
+      pending = pending.filter((other) => other !== record);
+      renderAttachments();
+      els.prompt.focus();
+    });
+    item.append(img, info, remove);
+    return item;
+  });
+  if (preparing > 0) {
+    const item = document.createElement("li");
+    item.className = "chip preparing";
+    item.textContent = `Preparing ${preparing} picture${preparing === 1 ? "" : "s"}…`;
+    items.push(item);
+  }
+  els.attachments.replaceChildren(...items);
+  els.attachments.hidden = items.length === 0;
+}
+
+function clearAttachments() {
+  pending = [];
+  showAttachError("");
+  renderAttachments();
+}
+
+/** Attach pictures (from the button, a paste or a drop): scaled down, with a thumbnail each. */
+async function attachFiles(files) {
+  const list = [...files];
+  if (!list.length) return;
+  showAttachError("");
+  preparing += list.length;
+  renderAttachments();
+  const problems = [];
+  await Promise.all(
+    list.map(async (file) => {
+      try {
+        const record = await images.prepare(file);
+        images.rememberThumbnail(record.id, record.thumb);
+        pending.push(record);
+      } catch (error) {
+        problems.push(error instanceof images.ImageError ? error.message : `“${file.name}” could not be attached.`);
+      } finally {
+        preparing -= 1;
+      }
+    }),
+  );
+  renderAttachments();
+  showAttachError(problems.join(" "));
+  if (!problems.length) announce(`${list.length} picture${list.length === 1 ? "" : "s"} attached.`);
+}
+
+els.attach.addEventListener("click", () => els.attachInput.click());
+els.attachInput.addEventListener("change", () => {
+  attachFiles(els.attachInput.files);
+  els.attachInput.value = "";
+});
+els.prompt.addEventListener("paste", (event) => {
+  const files = event.clipboardData ? [...event.clipboardData.files] : [];
+  if (!files.length) return; // text: pasted as usual
+  event.preventDefault();
+  attachFiles(files);
+});
+const carriesFiles = (event) => event.dataTransfer && [...event.dataTransfer.types].includes("Files");
+els.dropZone.addEventListener("dragover", (event) => {
+  if (!carriesFiles(event)) return;
+  event.preventDefault();
+  event.dataTransfer.dropEffect = "copy";
+  els.composer.classList.add("dragging");
+});
+els.dropZone.addEventListener("dragleave", (event) => {
+  if (!els.dropZone.contains(event.relatedTarget)) els.composer.classList.remove("dragging");
+});
+els.dropZone.addEventListener("drop", (event) => {
+  els.composer.classList.remove("dragging");
+  if (!event.dataTransfer || !event.dataTransfer.files.length) return;
+  event.preventDefault();
+  attachFiles(event.dataTransfer.files);
+  els.prompt.focus();
+});
+
+// ---------------------------------------------------------------- export, import
+
+async function exportConversation(kind) {
+  flushSaves();
+  const conversation = current;
+  if (!conversation.messages.length) {
+    showNotice("Nothing to export yet: this chat is empty.");
+    return;
+  }
+  if (kind === "md") {
+    transfer.download(transfer.fileName(conversation.title, "md"), "text/markdown", transfer.toMarkdown(conversation));
+    return;
+  }
+  let records = [];
+  try {
+    records = await images.conversationImages(conversation.id);
+  } catch (_) {
+    showNotice("The chat's pictures could not be read: exported without them.");
+  }
+  const byId = new Map(records.map((record) => [record.id, record]));
+  transfer.download(transfer.fileName(conversation.title, "json"), "application/json", transfer.toJson(conversation, byId));
+}
+
+async function importConversation(file) {
+  let parsed;
+  try {
+    parsed = transfer.fromJson(await file.text());
+  } catch (error) {
+    showNotice(`“${file.name}” could not be imported: ${error.message}`);
+    return;
+  }
+  try {
+    await images.putImages(parsed.conversation.id, parsed.records);
+  } catch (_) {
+    showNotice("The chat was imported without its pictures: this browser would not store them.");
+  }
+  const conversation = parsed.conversation;
+  cache.set(conversation.id, conversation);
+  store.saveConversation(conversation);
+  openConversation(conversation.id);
+  sidebar.close();
+  showNotice("");
+  announce(`Imported “${conversation.title}”.`);
+}
+
+els.exportMd.addEventListener("click", () => exportConversation("md"));
+els.exportJson.addEventListener("click", () => exportConversation("json"));
+els.importButton.addEventListener("click", () => els.importInput.click());
+els.importInput.addEventListener("change", () => {
+  const file = els.importInput.files[0];
+  els.importInput.value = "";
+  if (file) importConversation(file);
+});
 
 // ---------------------------------------------------------------- composer
 
@@ -519,6 +828,11 @@ document.addEventListener("visibilitychange", () => {
 });
 
 store.setStorageErrorHandler(showNotice);
+
+// The seconds of a live "Thinking…" label advance while no token arrives.
+setInterval(() => {
+  if (current && isBusy(current)) view.tick(current);
+}, 1000);
 
 // ---------------------------------------------------------------- start
 

@@ -1,7 +1,9 @@
 // The conversation's messages as DOM. The view holds no state of its own: it
 // draws a conversation, and redraws one answer while it streams.
 
+import { thumbnail } from "./images.js";
 import { copyText, renderMarkdown } from "./markdown.js";
+import { describe as describeSettings } from "./settings.js";
 
 /** Headline and hint for an error code (the server's message is shown below it). */
 const ERRORS = {
@@ -54,8 +56,36 @@ export function statsLine(answer, connection) {
     parts.push(`${tokens} token${tokens === 1 ? "" : "s"}`);
   }
   if (answer.status === "stopped") parts.push("stopped");
-  if (answer.finishReason === "length") parts.push("cut at the length limit");
   return parts.join(" · ");
+}
+
+/** Whole seconds between two times, at least 1 (a thought took some time). */
+function seconds(from, to) {
+  return Math.max(1, Math.round((to - from) / 1000));
+}
+
+/** "Thinking… 3 s" while it thinks, "Thought for 4 s" once the answer began. */
+export function thinkingLabel(answer, now = Date.now()) {
+  const thinking = answer.thinking || {};
+  if (isThinking(answer)) return `Thinking… ${thinking.startedAt ? Math.floor((now - thinking.startedAt) / 1000) : 0} s`;
+  if (thinking.startedAt && thinking.endedAt) return `Thought for ${seconds(thinking.startedAt, thinking.endedAt)} s`;
+  return "Thought";
+}
+
+/** The answer's reasoning is still arriving (nothing else has yet). */
+export function isThinking(answer) {
+  const live = answer.status === "pending" || answer.status === "streaming";
+  return live && Boolean(answer.reasoning) && !(answer.thinking && answer.thinking.endedAt);
+}
+
+/** A tool call's arguments, pretty-printed when they are (already) whole JSON. */
+export function prettyArguments(text) {
+  if (!text) return "{}";
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch (_) {
+    return text;
+  }
 }
 
 /**
@@ -72,13 +102,35 @@ export function createView({ list, empty }, actions) {
     const item = element("li", "msg user");
     item.dataset.index = String(index);
     const bubble = element("div", "bubble");
-    bubble.append(element("span", "visually-hidden", "You said:"), element("div", "text", message.content));
+    bubble.append(element("span", "visually-hidden", "You said:"));
+    if (message.images && message.images.length) bubble.append(attachmentList(message.images));
+    if (message.content) bubble.append(element("div", "text", message.content));
     const tools = element("div", "actions");
     const edit = button("Edit", "ghost", () => editForm(item, message, index), "Edit and resend this message");
     edit.disabled = busy;
     tools.append(edit);
     item.append(bubble, tools);
     return item;
+  }
+
+  /** The thumbnails of a sent message (the pixels come from IndexedDB). */
+  function attachmentList(images) {
+    const list = element("ul", "attachments");
+    list.setAttribute("aria-label", `${images.length} attached image${images.length === 1 ? "" : "s"}`);
+    for (const image of images) {
+      const item = element("li", "attachment");
+      const img = element("img", "thumb");
+      img.alt = `Attached image: ${image.name}`;
+      img.decoding = "async";
+      thumbnail(image.id).then((url) => {
+        if (url) img.src = url;
+        else item.replaceChildren(element("span", "thumb missing", `${image.name} (no longer stored)`));
+      });
+      item.title = `${image.name} · ${image.width}×${image.height}`;
+      item.append(img);
+      list.append(item);
+    }
+    return list;
   }
 
   function editForm(item, message, index) {
@@ -142,6 +194,95 @@ export function createView({ list, empty }, actions) {
     return box;
   }
 
+  /** The "Thinking…" block, kept across redraws (so a reader's open/closed choice stays). */
+  function drawThinking(bubble, body, answer) {
+    let block = bubble.querySelector(":scope > details.thinking");
+    if (!answer.reasoning) {
+      if (block) block.remove();
+      return;
+    }
+    const thinking = isThinking(answer);
+    if (!block) {
+      block = element("details", "thinking");
+      const summary = element("summary");
+      summary.append(element("span", "thinking-label"));
+      block.append(summary, element("div", "thinking-text"));
+      block.open = thinking;
+      bubble.insertBefore(block, body);
+    } else if (block.dataset.phase === "live" && !thinking) {
+      block.open = false; // the answer began: fold the thoughts away
+    }
+    block.dataset.phase = thinking ? "live" : "done";
+    block.dataset.startedAt = String((answer.thinking && answer.thinking.startedAt) || Date.now());
+    block.querySelector(".thinking-label").textContent = thinkingLabel(answer);
+    const text = block.querySelector(".thinking-text");
+    if (text.textContent !== answer.reasoning) text.textContent = answer.reasoning;
+  }
+
+  /** Tool calls as cards: the function's name and its arguments, pretty-printed. */
+  function toolCards(answer) {
+    const box = element("div", "tool-calls");
+    for (const call of answer.toolCalls || []) {
+      if (!call) continue;
+      const card = element("section", "tool-call");
+      card.setAttribute("aria-label", `Tool call: ${call.name || "function"}`);
+      const head = element("div", "tool-head");
+      head.append(element("span", "tool-kind", "Tool call"), element("code", "tool-name", call.name || "?"));
+      if (call.id) head.append(element("span", "tool-id", call.id));
+      const pre = element("pre", "tool-args");
+      pre.append(element("code", "", prettyArguments(call.arguments)));
+      card.append(head, pre);
+      box.append(card);
+    }
+    return box;
+  }
+
+  /** A refusal, shown as one (not as an answer). */
+  function refusalBox(answer) {
+    const box = element("div", "refusal-box");
+    box.setAttribute("role", "note");
+    box.append(element("strong", "", "The model refused to answer."));
+    box.append(element("p", "refusal-text", answer.refusal));
+    return box;
+  }
+
+  /** Why an answer ended early: the token limit (with Continue) or the content filter. */
+  function finishNote(answer, index, isLast) {
+    if (answer.status !== "done") return null;
+    if (answer.finishReason === "length") {
+      const note = element("div", "finish-note length");
+      note.setAttribute("role", "note");
+      note.append(element("span", "", "Cut off at the token limit."));
+      if (isLast) {
+        const more = button("Continue", "primary continue", () => actions.continue(index), "Continue this answer");
+        more.disabled = busy;
+        note.append(more);
+      }
+      return note;
+    }
+    if (answer.finishReason === "content_filter") {
+      const note = element("div", "finish-note filtered");
+      note.setAttribute("role", "note");
+      note.append(element("strong", "", "Stopped by the provider's content filter."));
+      note.append(element("span", "", answer.content ? " What came before it is shown above." : " Nothing was answered."));
+      return note;
+    }
+    return null;
+  }
+
+  /** Everything after the text: tool cards, refusal, why it ended, errors, stats, settings. */
+  function drawTail(bubble, body, answer, index, isLast, connection) {
+    while (body.nextSibling) body.nextSibling.remove();
+    if (answer.toolCalls && answer.toolCalls.length) bubble.append(toolCards(answer));
+    if (answer.refusal) bubble.append(refusalBox(answer));
+    const note = finishNote(answer, index, isLast);
+    if (note) bubble.append(note);
+    if (answer.status === "error" && answer.error) bubble.append(errorBox(answer, index));
+    bubble.append(element("p", "meta", statsLine(answer, connection)));
+    const used = describeSettings(answer.settings);
+    if (used) bubble.append(element("p", "meta settings-used", `Settings: ${used}`));
+  }
+
   /** Fill an answer's `<li>`; its `.md` node is kept across redraws (a live region must stay put). */
   function fillAnswer(item, answer, index, isLast, connection) {
     const live = answer.status === "pending" || answer.status === "streaming";
@@ -160,11 +301,12 @@ export function createView({ list, empty }, actions) {
       item.replaceChildren(bubble);
     }
     body.setAttribute("aria-busy", String(live));
-    if (answer.content || live) renderMarkdown(body, answer.content, { live });
+    drawThinking(bubble, body, answer);
+    const caret = live && !isThinking(answer);
+    if (answer.content || caret) renderMarkdown(body, answer.content, { live: caret });
     else body.replaceChildren();
-    while (body.nextSibling) body.nextSibling.remove();
-    if (answer.status === "error" && answer.error) bubble.append(errorBox(answer, index));
-    bubble.append(element("p", "meta", statsLine(answer, connection)));
+    item.classList.toggle("has-text", Boolean(answer.content));
+    drawTail(bubble, body, answer, index, isLast, connection);
 
     while (bubble.nextSibling) bubble.nextSibling.remove();
     const tools = element("div", "actions");
@@ -205,17 +347,30 @@ export function createView({ list, empty }, actions) {
         return;
       }
       if (old.dataset.state === "streaming" && message.status === "streaming") {
-        // More text: only the text and the stats line change.
-        renderMarkdown(old.querySelector(".md"), message.content, { live: true });
-        old.querySelector(".meta").textContent = statsLine(message, connectionOf(message));
+        // More of it: the thoughts, the text and what follows change; the nodes stay.
+        const bubble = old.querySelector(":scope > .bubble");
+        const body = bubble.querySelector(":scope > .md");
+        drawThinking(bubble, body, message);
+        const caret = !isThinking(message);
+        if (message.content || caret) renderMarkdown(body, message.content, { live: caret });
+        old.classList.toggle("has-text", Boolean(message.content));
+        drawTail(bubble, body, message, index, index === conversation.messages.length - 1, connectionOf(message));
         return;
       }
       fillAnswer(old, message, index, index === conversation.messages.length - 1, connectionOf(message));
     },
-    /** Enable or disable what must wait while an answer streams (Edit, Retry, Regenerate). */
+    /** Advance the seconds of every live "Thinking…" label. */
+    tick(conversation) {
+      for (const block of list.querySelectorAll('details.thinking[data-phase="live"]')) {
+        const index = Number(block.closest("li").dataset.index);
+        const answer = conversation.messages[index];
+        if (answer) block.querySelector(".thinking-label").textContent = thinkingLabel(answer);
+      }
+    },
+    /** Enable or disable what must wait while an answer streams (Edit, Retry, Regenerate, Continue). */
     setBusy(isBusy) {
       busy = isBusy;
-      for (const control of list.querySelectorAll(".msg.user .actions button, .retry, .regenerate")) {
+      for (const control of list.querySelectorAll(".msg.user .actions button, .retry, .regenerate, .continue")) {
         control.disabled = isBusy;
       }
     },
