@@ -112,6 +112,21 @@ function text(value) {
   return typeof value === "string" ? value : "";
 }
 
+/** Only the picture types the page attaches itself, as base64 `data:` URLs. */
+const PICTURE_URL = /^data:image\/(?:png|jpeg|webp|gif);base64,/;
+
+/** An imported file's settings, kept only where each has the type the page gives it. */
+function importedSettings(raw) {
+  if (!raw || typeof raw !== "object") return null;
+  const settings = {
+    system: text(raw.system),
+    temperature: Number.isFinite(raw.temperature) ? raw.temperature : null,
+    maxTokens: Number.isInteger(raw.maxTokens) && raw.maxTokens > 0 ? raw.maxTokens : null,
+    extra: raw.extra && typeof raw.extra === "object" && !Array.isArray(raw.extra) ? raw.extra : null,
+  };
+  return settings.system || settings.temperature !== null || settings.maxTokens || settings.extra ? settings : null;
+}
+
 /**
  * Read an exported conversation.
  * @param {string} source the file's text
@@ -138,7 +153,8 @@ export function fromJson(source) {
     updated: now,
     messages: [],
   };
-  if (input.settings && typeof input.settings === "object") conversation.settings = input.settings;
+  const settings = importedSettings(input.settings);
+  if (settings) conversation.settings = settings;
   const records = [];
   for (const raw of input.messages) {
     if (!raw || (raw.role !== "user" && raw.role !== "assistant")) continue;
@@ -148,7 +164,7 @@ export function fromJson(source) {
     if (message.role === "user") {
       const images = [];
       for (const image of Array.isArray(raw.images) ? raw.images : []) {
-        if (!image || typeof image.url !== "string" || !image.url.startsWith("data:image/")) continue;
+        if (!image || !PICTURE_URL.test(image.url)) continue;
         const id = `img_${newId()}`;
         const ref = {
           id,
@@ -158,7 +174,7 @@ export function fromJson(source) {
           height: Number(image.height) || 0,
           bytes: Number(image.bytes) || 0,
         };
-        records.push({ ...ref, url: image.url, thumb: typeof image.thumb === "string" ? image.thumb : image.url });
+        records.push({ ...ref, url: image.url, thumb: PICTURE_URL.test(image.thumb) ? image.thumb : image.url });
         images.push(ref);
       }
       if (images.length) message.images = images;
