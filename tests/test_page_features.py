@@ -462,3 +462,42 @@ def test_export_then_import_gives_back_the_same_conversation(tab: Tab, fake_open
     tab.page.get_by_role("button", name="Regenerate this answer").click()
     tab.wait_answer("done", 1)
     assert fake_openai.wait_requests(2)[1].body["messages"][2]["content"][1]["image_url"]["url"] == sent_image
+
+
+# ---------------------------------------------------------------- comfort
+
+
+def test_phone_width_dark_theme_and_keyboard(browser, page_server, fake_openai: FakeOpenAI) -> None:  # noqa: F811
+    phone = Tab(
+        browser, page_server.url, color_scheme="dark", viewport={"width": 375, "height": 740},
+        is_mobile=True, has_touch=True, device_scale_factor=2, reduced_motion="reduce",
+    )
+    try:
+        phone.open()
+        phone.choose_model(OPENAI)
+        fake_openai.push(Script(reasoning=["Looking at the picture. ", "It is a gradient."], tokens=["A gradient."], delay_s=0.02))
+        phone.page.evaluate(PASTE, {"name": "gradient.png", "width": 800, "height": 500})
+        expect(phone.page.locator("#attachments .chip")).to_have_count(1)
+        phone.send("What is it?")
+        answer = phone.wait_answer("done")
+        expect(answer.locator("details.thinking summary")).to_contain_text("Thought for")
+        # The thoughts open and close from the keyboard (a native <details>).
+        summary = answer.locator("details.thinking summary")
+        summary.focus()
+        phone.page.keyboard.press("Enter")
+        expect(answer.locator(".thinking-text")).to_have_text("Looking at the picture. It is a gradient.")
+        # Settings: opened from the keyboard, closed with Escape, focus back on the button.
+        toggle = phone.page.get_by_role("button", name="Settings", exact=True)
+        toggle.focus()
+        phone.page.keyboard.press("Enter")
+        expect(phone.page.get_by_label("System prompt")).to_be_focused()
+        phone.screenshot("phone-settings-dark")
+        assert phone.page.evaluate("() => document.documentElement.scrollWidth") <= 375
+        phone.page.keyboard.press("Escape")
+        expect(phone.page.locator("#settings")).to_be_hidden()
+        expect(toggle).to_be_focused()
+        phone.screenshot("phone-image-thinking-dark")
+        assert phone.page.evaluate("() => document.documentElement.scrollWidth") <= 375
+        assert phone.errors == [] and phone.dialogs == []
+    finally:
+        phone.close()
