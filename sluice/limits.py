@@ -7,7 +7,9 @@
   when keys are off, through Flask-Limiter, stored in Redis when
   ``SLUICE_REDIS_URL`` is set so every worker and host shares the counts.
   Over it: ``429 rate_limited`` with ``Retry-After``. Health checks, metrics and
-  the page shell are never limited.
+  the page shell are never limited. While Redis does not answer, each worker
+  counts in its own memory (one WARNING when that starts, back to Redis once
+  it answers): an outage of the store never turns into refused requests.
 - ``SLUICE_CORS_ORIGINS``: an allow-list; an allowed ``Origin`` is echoed
   exactly (with ``Vary: Origin``), preflights for the streaming routes are
   answered, and any other origin gets no ``Access-Control-Allow-Origin``.
@@ -24,7 +26,7 @@ from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RequestLimit
 
 from .auth import OPEN_ENDPOINTS
-from .errors import RateLimited
+from .errors import RateLimited, error_response
 
 __all__ = ["client_address", "init_app"]
 
@@ -66,9 +68,11 @@ def _exempt() -> bool:
 
 
 def _on_breach(limit: RequestLimit) -> Response:
+    # Returned, not raised: Flask-Limiter takes any exception from inside its check
+    # for a storage failure (and would fall back to memory for nothing).
     error = RateLimited()
     error.retry_after = max(1, math.ceil(limit.reset_at - time.time()))
-    raise error
+    return error_response(error)
 
 
 # -- CORS ---------------------------------------------------------------------------
@@ -106,6 +110,14 @@ def _storage_uri(redis_url: str | None) -> str:
     return redis_url
 
 
+def _storage_options(config: dict) -> dict:
+    """The same bounded waits as the broker's: a hung Redis must not hold every request."""
+    if not config["SLUICE_REDIS_URL"]:
+        return {}
+    timeout = config["SLUICE_REDIS_TIMEOUT_S"]
+    return {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+
+
 def init_app(app: Flask) -> None:
     """Trusted proxies, the rate limiter and CORS."""
     config = app.config
@@ -120,6 +132,8 @@ def init_app(app: Flask) -> None:
             default_limits=[config["SLUICE_RATE_LIMIT"]],
             default_limits_exempt_when=_exempt,
             storage_uri=_storage_uri(config["SLUICE_REDIS_URL"]),
+            storage_options=_storage_options(config),
+            in_memory_fallback_enabled=True,
             strategy="moving-window",
             on_breach=_on_breach,
             headers_enabled=False,

@@ -77,11 +77,12 @@ return 1
 class _Outage:
     """Whether Redis answers, as this worker last saw it; says so once per change."""
 
-    __slots__ = ("since", "_probed")
+    __slots__ = ("since", "_probed", "_on_down")
 
-    def __init__(self) -> None:
+    def __init__(self, on_down: Callable[[], None]) -> None:
         self.since: float | None = None  # monotonic time of the first failure
         self._probed = 0.0
+        self._on_down = on_down
 
     def check(self) -> None:
         """Fail at once while Redis is known to be down, but let one call a second try it."""
@@ -98,6 +99,7 @@ class _Outage:
                 "redis unreachable (%s): streams that need it end with generation_lost, "
                 "new ones get 503 broker_unavailable until it answers", type(exc).__name__,
             )
+            self._on_down()
         return BrokerUnavailable()
 
     def answered(self) -> None:
@@ -146,7 +148,7 @@ class RedisBroker:
         self.lease_s = lease_s
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.socket_timeout_s = socket_timeout_s
-        self.outage = _Outage()
+        self.outage = _Outage(self._drop_idle_connections)
         # Every call, connecting included, gives up after the timeout: a hung Redis
         # (stopped, a network partition) answers nothing, and a dead one may not
         # even refuse. redis-py does not retry these (from_url's default), so the
@@ -160,6 +162,14 @@ class RedisBroker:
             health_check_interval=30,
         )
         self._end = self.redis.register_script(_END)
+
+    def _drop_idle_connections(self) -> None:
+        """Forget the pooled connections: after a restart each would fail once more."""
+        for client in (self.redis, self._blocking):
+            try:
+                client.connection_pool.disconnect(inuse_connections=False)
+            except Exception:  # nothing to save here; the next call reconnects
+                pass
 
     # -- keys ------------------------------------------------------------------
 
