@@ -19,11 +19,15 @@ const ERRORS = {
   generation_not_found: "This answer is no longer on the server.",
   interrupted: "The page was closed before the answer started.",
   network_error: "Sluice cannot be reached.",
-  payload_too_large: "This conversation is too long to send.",
+  payload_too_large: "This conversation (with its pictures) is too large to send.",
   invalid_request: "Sluice refused the request.",
+  image_missing: "A picture of this conversation is gone from this browser.",
+  image_storage: "The pictures could not be kept.",
 };
 
 export function errorHeadline(error) {
+  // A picture the model or the server cannot take: say it is the picture.
+  if (error.code === "invalid_request" && /image_url|image/i.test(error.message || "")) return "This picture was refused.";
   return ERRORS[error.code] || "Something went wrong.";
 }
 
