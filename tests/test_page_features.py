@@ -303,6 +303,30 @@ def test_tool_call_is_a_card(tab: Tab, fake_openai: FakeOpenAI) -> None:
     assert stored["toolCalls"] == [{"index": 0, "id": "call_w1", "name": "get_weather", "arguments": '{"city":"Paris","unit":"celsius"}'}]
 
 
+def test_thoughts_tool_calls_and_refusals_stay_inert(tab: Tab, fake_openai: FakeOpenAI) -> None:
+    probe = tab.base_url + "/xss-probe"
+    html = f'<img src="{probe}" onerror="window.__pwned = 1"><script>window.__pwned = 2</script>'
+    fake_openai.push(
+        Script(
+            reasoning=[html],
+            tokens=[],
+            refusal=[html],
+            tool_calls=[{"id": "call_x", "name": f"<b>{html}</b>", "arguments": json.dumps({"html": html})}],
+        )
+    )
+    tab.open()
+    tab.choose_model(OPENAI)
+    tab.send("be dangerous")
+    answer = tab.wait_answer("done")
+    answer.locator("details.thinking summary").click()
+    expect(answer.locator(".thinking-text")).to_have_text(html)
+    expect(answer.locator(".refusal-text")).to_have_text(html)
+    expect(answer.locator(".tool-name")).to_have_text(f"<b>{html}</b>")
+    assert tab.page.evaluate("() => window.__pwned") is None
+    assert tab.page.evaluate("() => document.querySelectorAll('#messages script, #messages .bubble img, #messages b').length") == 0
+    assert not [url for url in tab.requests if "xss-probe" in url]
+
+
 # ---------------------------------------------------------------- pictures
 
 
@@ -383,7 +407,7 @@ def test_refused_pictures_are_explained_in_place(tab: Tab, tmp_path: Path) -> No
     expect(tab.page.locator("#attach-error")).to_be_hidden()
     tab.send("What is this?")
     alert = tab.wait_answer("error").get_by_role("alert")
-    expect(alert).to_contain_text("Sluice refused the request.")
+    expect(alert).to_contain_text("This picture was refused.")
     expect(alert).to_contain_text("demo/echo cannot see images")
     tab.errors = [e for e in tab.errors if "400" not in e]
 
