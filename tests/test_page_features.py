@@ -20,6 +20,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+import requests
 from playwright.sync_api import expect
 
 from providers.demo import reasoning as demo_reasoning
@@ -348,6 +349,10 @@ def test_pasted_picture_reaches_openai_as_an_image_url_part(tab: Tab, fake_opena
     sent = tab.page.locator("li.msg.user .attachments img")
     expect(sent).to_have_attribute("alt", "Attached image: chart.png")
     tab.page.wait_for_function("() => document.querySelector('li.msg.user .attachments img').naturalWidth > 0")
+    # The thumbnail is a data: URL made in the page: the CSP allows that and no other image source.
+    expect(sent).to_have_attribute("src", re.compile(r"^data:image/jpeg;base64,"))
+    csp = requests.get(tab.base_url + "/", timeout=5).headers["Content-Security-Policy"]
+    assert "img-src 'self' data:;" in csp and "blob:" not in csp
     tab.screenshot("image-message")
     expect(answer.locator(".md")).to_have_text("Hello, world!")
 
