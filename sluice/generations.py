@@ -260,7 +260,9 @@ class Generations:
             if isinstance(exc, BrokerUnavailable):
                 # An outage, reported once by the broker: the listener's end, without an
                 # id (nothing was recorded), so its Last-Event-ID stays good for a resume.
-                return Event.make(-1, events.error(GenerationLost("The event store is unreachable; retry shortly.")))
+                lost = Event.make(-1, events.error(GenerationLost("The event store is unreachable; retry shortly.")))
+                self._observe(generation, lost)  # its outcome, for the metrics and the access log
+                return lost
             # A broker that went away, or a bug; never a user error. Listeners must
             # still see the one event that ends every generation.
             log.error("generation %s failed: %s", generation.id, type(exc).__name__, exc_info=exc)

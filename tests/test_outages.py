@@ -139,4 +139,8 @@ def test_redis_outage_ends_streams_with_generation_lost_and_refuses_with_503(sta
     else:
         os.kill(pid, signal.SIGCONT)
     assert_recovers(srv.url)
+    # The ends were counted, and every stream was counted out again.
+    metrics = lambda: requests.get(srv.url + "/metrics", timeout=10).text  # noqa: E731
+    assert 'outcome="generation_lost"' in metrics()
+    wait_until(lambda: "sluice_active_streams 0.0" in metrics(), 10, "sluice_active_streams to be 0")
     assert_quiet_log(srv.log())
