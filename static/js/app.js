@@ -587,6 +587,56 @@ function removeConversation(id) {
   }
 }
 
+/** `/#gen_…`: a generation started elsewhere (the API, curl, another page), followed by its id. */
+const FOLLOW_HASH = /^#(gen_[A-Za-z0-9_-]{8,200})$/;
+
+/** Open the conversation that follows the generation named in the URL's hash (made the first time). */
+async function followFromHash() {
+  const match = FOLLOW_HASH.exec(location.hash);
+  if (!match) return;
+  const id = match[1];
+  history.replaceState(null, "", location.pathname + location.search);
+  for (const entry of store.listConversations()) {
+    const known = conversationById(entry.id);
+    if (known && known.messages.some((m) => m.generation && m.generation.id === id)) {
+      openConversation(known.id);
+      return;
+    }
+  }
+  let state;
+  try {
+    state = await api.generationState(id);
+  } catch (error) {
+    if (error.code === "unauthorized") showAuthBanner();
+    showNotice(`Generation ${id} cannot be followed: ${error.message}`);
+    return;
+  }
+  const conversation = store.createConversation();
+  conversation.title = `Generation ${id.slice(0, 12)}…`;
+  conversation.titled = true;
+  // Its request is not on the server to show: the conversation holds the answer alone.
+  const answer = {
+    role: "assistant",
+    content: "",
+    reasoning: "",
+    toolCalls: [],
+    refusal: "",
+    model: state.model,
+    status: "streaming",
+    followed: true,
+    deltas: 0,
+    stats: { sentAt: Date.now() },
+    generation: { id, eventsUrl: `/api/generations/${encodeURIComponent(id)}/events`, lastEventId: -1 },
+  };
+  conversation.messages.push(answer);
+  cache.set(conversation.id, conversation);
+  current = conversation;
+  store.setOpenId(conversation.id);
+  save(conversation);
+  renderConversation();
+  attach(conversation, answer);
+}
+
 /** After a reload: follow again every answer that was streaming. */
 function resumeAll() {
   for (const entry of store.listConversations()) {
@@ -839,3 +889,5 @@ setInterval(() => {
 resumeAll();
 openConversation(store.openId());
 models.refresh();
+followFromHash();
+window.addEventListener("hashchange", followFromHash);

@@ -101,6 +101,8 @@ export function prettyArguments(text) {
 export function createView({ list, empty }, actions) {
   /** Per-answer transient state (connection) lives in the controller; it is passed in. */
   let busy = false;
+  /** Answers whose thoughts the reader opened after they folded (kept across full redraws). */
+  const openedThoughts = new WeakSet();
 
   function userItem(message, index) {
     const item = element("li", "msg user");
@@ -190,7 +192,7 @@ export function createView({ list, empty }, actions) {
         actions.useKey(input.value.trim(), index);
       });
       box.append(form);
-    } else {
+    } else if (!answer.followed) {
       const retry = button("Retry", "primary retry", () => actions.retry(index));
       retry.disabled = busy;
       box.append(retry);
@@ -211,7 +213,12 @@ export function createView({ list, empty }, actions) {
       const summary = element("summary");
       summary.append(element("span", "thinking-label"));
       block.append(summary, element("div", "thinking-text"));
-      block.open = thinking;
+      block.open = thinking || openedThoughts.has(answer);
+      block.addEventListener("toggle", () => {
+        if (block.dataset.phase !== "done") return;
+        if (block.open) openedThoughts.add(answer);
+        else openedThoughts.delete(answer);
+      });
       bubble.insertBefore(block, body);
     } else if (block.dataset.phase === "live" && !thinking) {
       block.open = false; // the answer began: fold the thoughts away
@@ -257,7 +264,7 @@ export function createView({ list, empty }, actions) {
       const note = element("div", "finish-note length");
       note.setAttribute("role", "note");
       note.append(element("span", "", "Cut off at the token limit."));
-      if (isLast) {
+      if (isLast && !answer.followed) {
         const more = button("Continue", "primary continue", () => actions.continue(index), "Continue this answer");
         more.disabled = busy;
         note.append(more);
@@ -317,7 +324,8 @@ export function createView({ list, empty }, actions) {
     if (answer.content) {
       tools.append(button("Copy", "ghost", (event) => copyText(answer.content, event.currentTarget), "Copy this answer"));
     }
-    if (isLast && !live && answer.status !== "error") {
+    // A generation followed by id has no request here to send again.
+    if (isLast && !live && answer.status !== "error" && !answer.followed) {
       const again = button("Regenerate", "ghost regenerate", () => actions.regenerate(index), "Regenerate this answer");
       again.disabled = busy;
       tools.append(again);
