@@ -304,6 +304,42 @@ def test_tool_call_is_a_card(tab: Tab, fake_openai: FakeOpenAI) -> None:
     assert stored["toolCalls"] == [{"index": 0, "id": "call_w1", "name": "get_weather", "arguments": '{"city":"Paris","unit":"celsius"}'}]
 
 
+def test_generation_started_through_the_api_is_followed_by_id(tab: Tab, fake_openai: FakeOpenAI) -> None:
+    fake_openai.push(
+        Script(
+            tokens=["Let me look that up."],
+            tool_calls=[
+                {"id": "call_a", "name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                {"id": "call_b", "name": "get_time", "arguments": '{"tz":"Europe/Oslo"}'},
+            ],
+            tool_args_chunk=3,
+        )
+    )
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    started = requests.post(
+        tab.base_url + "/api/generations",
+        json={"model": OPENAI, "messages": [{"role": "user", "content": "Oslo?"}], "tools": [tool]},
+        timeout=5,
+    )
+    assert started.status_code == 202, started.text
+    generation = started.json()["id"]
+    tab.page.goto(f"{tab.base_url}/#{generation}")
+    answer = tab.wait_answer("done")
+    expect(answer.locator(".md")).to_have_text("Let me look that up.")
+    cards = answer.locator(".tool-call")
+    expect(cards).to_have_count(2)
+    expect(cards.nth(0).locator(".tool-args")).to_have_text('{\n  "city": "Oslo"\n}')
+    expect(cards.nth(1).locator(".tool-name")).to_have_text("get_time")
+    expect(cards.nth(1).locator(".tool-args")).to_have_text('{\n  "tz": "Europe/Oslo"\n}')
+    # Nothing here can send its request again; the hash is consumed, and following it twice opens the same chat.
+    expect(answer.get_by_role("button", name="Regenerate this answer")).to_have_count(0)
+    assert tab.page.evaluate("() => location.hash") == ""
+    tab.page.evaluate("(id) => { location.hash = id; }", generation)
+    tab.page.wait_for_function("() => location.hash === ''")
+    expect(tab.page.locator("#conversations .conv")).to_have_count(1)
+    assert len(fake_openai.requests) == 1
+
+
 def test_thoughts_tool_calls_and_refusals_stay_inert(tab: Tab, fake_openai: FakeOpenAI) -> None:
     probe = tab.base_url + "/xss-probe"
     html = f'<img src="{probe}" onerror="window.__pwned = 1"><script>window.__pwned = 2</script>'
