@@ -261,6 +261,30 @@ def test_cut_off_at_the_token_limit_then_continue_gives_one_answer(tab: Tab) -> 
     assert stored[1]["finishReason"] == "stop"
 
 
+def test_cut_off_while_thinking_then_continue_until_whole(tab: Tab) -> None:
+    message = "alpha beta gamma"
+    thoughts = demo_reasoning(message)
+    tab.open()
+    tab.choose_model("demo/think")
+    panel = open_settings(tab)
+    panel.get_by_label("Max tokens").fill("12")  # fewer than the thoughts' pieces
+    panel.get_by_role("button", name="Save settings").click()
+    tab.send(message)
+    answer = tab.wait_answer("done")
+    expect(answer.locator(".finish-note")).to_contain_text("Cut off at the token limit")
+    expect(answer.locator("details.thinking summary")).to_contain_text("Thought for")
+    stored = tab.page.evaluate(STORED_OPEN)["messages"][1]
+    assert stored["content"] == "" and thoughts.startswith(stored["reasoning"]) and stored["reasoning"] != thoughts
+    # Continue (no thoughts this time) as often as it is cut: 12 pieces, then the last 4.
+    for _ in range(2):
+        answer.get_by_role("button", name="Continue this answer").click()
+        answer = tab.wait_answer("done")
+    expect(answer.locator(".finish-note")).to_have_count(0)
+    stored = tab.page.evaluate(STORED_OPEN)["messages"]
+    assert len(stored) == 2 and stored[1]["content"] == demo_answer(message)
+    assert thoughts.startswith(stored[1]["reasoning"])
+
+
 def test_content_filter_and_refusal_are_shown_as_such(tab: Tab, fake_openai: FakeOpenAI) -> None:
     fake_openai.push(
         Script(tokens=["Here is how ", "to"], done_reason="content_filter"),
