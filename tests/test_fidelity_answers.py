@@ -235,3 +235,21 @@ def test_v1_errors_use_openai_types(sdk, fake_openai):
     fake_openai.push(*[Script(status=429, retry_after="1")] * 3)
     with pytest.raises(openai.RateLimitError):
         sdk.with_options(max_retries=0).chat.completions.create(model="openai/gpt-4o-mini", messages=user())
+
+
+@pytest.mark.parametrize("provider", ["openai/gpt-4o-mini", "ollama/llama3"])
+def test_context_overflow_is_context_length_exceeded(server, fake_openai, fake_ollama, provider):
+    fake = fake_openai if provider.startswith("openai") else fake_ollama
+    fake.push(Script(status=400, error_code="context_length_exceeded"))
+    response = requests.post(server.url + "/api/chat", json={"model": provider, "messages": user()}, timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_usage_not_reported_is_an_empty_object(server, fake_ollama):
+    fake_ollama.push(Script(tokens=["a"], report_usage=False))
+    events = read_events(server.url + "/api/chat", {"model": "ollama/llama3", "messages": user()})
+    assert events[-1]["usage"] == {}
+    fake_ollama.push(Script(tokens=["a"], prompt_tokens=3))
+    events = read_events(server.url + "/api/chat", {"model": "ollama/llama3", "messages": user()})
+    assert events[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 1}

@@ -264,3 +264,19 @@ def test_demo_honours_stop_and_accepts_sampling(client):
 
 def test_default_body_limit_fits_photos(app):
     assert app.config["SLUICE_MAX_BODY_BYTES"] >= 20 * 1024 * 1024
+
+
+def test_openai_upstream_gets_http_images_and_names(client, fake_openai):
+    message = {"role": "user", "name": "ann", "content": [
+        {"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}},
+    ]}
+    assert post_v1(client, model="openai/gpt-4o-mini", messages=[message]).status_code == 200
+    assert fake_openai.last_body()["messages"] == [message]
+
+
+def test_upstream_reasons_are_short_and_hold_no_url_or_secret():
+    from sluice.errors import upstream_reason
+
+    said = upstream_reason("key sk-proj-abcdefgh1234 rejected at https://internal.example:8443/v1 " + "x" * 2000)
+    assert len(said) <= 500 and "sk-proj" not in said and "internal.example" not in said
+    assert said.startswith("key [redacted] rejected at [url]")
