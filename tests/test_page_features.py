@@ -259,6 +259,8 @@ def test_cut_off_at_the_token_limit_then_continue_gives_one_answer(tab: Tab) -> 
     assert len(stored) == 2
     assert stored[1]["content"] == demo_answer(message)
     assert stored[1]["finishReason"] == "stop"
+    # The count is the whole answer's: 10 pieces, then 6.
+    expect(answer.locator(".meta").first).to_contain_text("· 16 tokens")
 
 
 def test_cut_off_while_thinking_then_continue_until_whole(tab: Tab) -> None:

@@ -260,8 +260,13 @@ async function requestBody(conversation, answer, continuing) {
  */
 async function run(conversation, answer, { continuing = false, before = null } = {}) {
   const fresh = continuing
-    ? { stats: { sentAt: Date.now() } }
+    ? {
+        stats: { sentAt: Date.now() },
+        deltas: 0,
+        priorTokens: (answer.priorTokens || 0) + ((answer.usage && answer.usage.completion_tokens) || answer.deltas || 0),
+      }
     : {
+        priorTokens: 0,
         content: "",
         reasoning: "",
         thinking: null,

@@ -51,13 +51,15 @@ export function statsLine(answer, connection) {
   const parts = [answer.model];
   const stats = answer.stats || {};
   if (stats.firstAt && stats.sentAt) parts.push(`first token ${Math.max(0, stats.firstAt - stats.sentAt)} ms`);
+  // This generation's tokens (the rate is theirs); the count adds those of the parts before a Continue.
   const tokens = (answer.usage && answer.usage.completion_tokens) || answer.deltas || 0;
+  const total = tokens + (answer.priorTokens || 0);
   if (answer.status === "streaming" || answer.status === "pending") {
     parts.push(connection === "reconnecting" ? "connection lost, reconnecting…" : "streaming…");
   } else if (tokens) {
     const seconds = stats.doneAt && stats.firstAt ? (stats.doneAt - stats.firstAt) / 1000 : 0;
     if (seconds > 0 && tokens > 1) parts.push(`${(tokens / seconds).toFixed(1)} tokens/s`);
-    parts.push(`${tokens} token${tokens === 1 ? "" : "s"}`);
+    parts.push(`${total} token${total === 1 ? "" : "s"}`);
   }
   if (answer.status === "stopped") parts.push("stopped");
   return parts.join(" · ");
