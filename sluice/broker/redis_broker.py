@@ -314,8 +314,9 @@ class RedisBroker:
                 self._check_owner(generation_id)
             except GenerationNotFound:
                 return  # expired while we listened
-            except _OUTAGE:
-                continue  # the next XREAD reports it
+            except _OUTAGE as exc:
+                self.outage.failed(exc)
+                continue  # the next XREAD reports it, at once
             if time.monotonic() - quiet_since >= idle_s:
                 quiet_since = time.monotonic()
                 yield None
