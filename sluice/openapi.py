@@ -139,7 +139,7 @@ DOCUMENT: dict[str, Any] = {
             "post": {
                 "summary": "Run a chat tied to this connection",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Chat"}}}},
-                "responses": {"200": _STREAM, **_errors(400, 401, 404, 413, 415, 429, 502, 503, 504)},
+                "responses": {"200": _STREAM, **_errors(400, 401, 404, 408, 413, 415, 429, 502, 503, 504)},
             }
         },
         "/stream": {
@@ -157,12 +157,12 @@ DOCUMENT: dict[str, Any] = {
             "post": {
                 "summary": "Start a chat in the background",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Chat"}}}},
-                "responses": {"202": {"description": "{id, events_url}"}, **_errors(400, 401, 404, 413, 415, 429, 503)},
+                "responses": {"202": {"description": "{id, events_url}"}, **_errors(400, 401, 404, 408, 413, 415, 429, 503)},
             }
         },
         "/api/generations/{generation_id}": {
-            "get": {"summary": "State", "parameters": _ID, "responses": {"200": {"description": "{id, model, status, events}"}, **_errors(401, 404)}},
-            "delete": {"summary": "Cancel", "parameters": _ID, "responses": {"200": {"description": "State after cancel"}, **_errors(401, 404)}},
+            "get": {"summary": "State", "parameters": _ID, "responses": {"200": {"description": "{id, model, status, events}"}, **_errors(401, 404, 503)}},
+            "delete": {"summary": "Cancel", "parameters": _ID, "responses": {"200": {"description": "State after cancel"}, **_errors(401, 404, 503)}},
         },
         "/api/generations/{generation_id}/events": {
             "get": {
@@ -171,7 +171,7 @@ DOCUMENT: dict[str, Any] = {
                     {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": -1}},
                     {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
                 ],
-                "responses": {"200": {"description": "text/event-stream"}, "204": {"description": "Nothing left"}, **_errors(400, 401, 404)},
+                "responses": {"200": {"description": "text/event-stream"}, "204": {"description": "Nothing left"}, **_errors(400, 401, 404, 503)},
             }
         },
         "/api/models": {"get": {"summary": "Models of every provider", "responses": {"200": {"description": "{models, providers}"}}}},
