@@ -79,8 +79,9 @@ def pre_request(worker, req):
     connection closes after the 413 instead of reading the unwanted body to
     reach the next request.
     """
+    limit = getattr(worker.wsgi, "config", {}).get("SLUICE_MAX_BODY_BYTES")
     length = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), "")
-    if length.isdigit() and int(length) > worker.wsgi.config["SLUICE_MAX_BODY_BYTES"]:
+    if limit is not None and length.isdigit() and int(length) > limit:
         req._expected_100_continue = False  # gunicorn's own flag (gunicorn/http/message.py)
         req.must_close = True
 
