@@ -113,12 +113,16 @@ def _guarded(method: _F) -> _F:
 
     @wraps(method)
     def call(self: RedisBroker, *args: Any, **kwargs: Any) -> Any:
-        self.outage.check()
+        # Every published event passes here: while Redis answers, two attribute reads.
+        outage = self.outage
+        if outage.since is not None:
+            outage.check()
         try:
             result = method(self, *args, **kwargs)
         except _OUTAGE as exc:
-            raise self.outage.failed(exc) from exc
-        self.outage.answered()
+            raise outage.failed(exc) from exc
+        if outage.since is not None:
+            outage.answered()
         return result
 
     return call  # type: ignore[return-value]
