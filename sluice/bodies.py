@@ -64,6 +64,8 @@ def _read(stream: Any, limit: int) -> bytes:
 def _read_within(environ: Mapping[str, Any], limit: int, seconds: float) -> bytes:
     """The body, up to ``limit`` bytes, or ``RequestTimeout`` once ``seconds`` have passed."""
     stream = environ["wsgi.input"]
+    if seconds <= 0:  # 0: no deadline (as for SLUICE_SEND_TIMEOUT_S)
+        return _read(stream, limit)
     if gevent_active():
         import gevent
 
