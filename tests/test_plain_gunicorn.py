@@ -39,7 +39,10 @@ def _answers(port: int) -> bool:
 @pytest.fixture
 def plain_gunicorn(tmp_path):
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLUICE_", "OLLAMA_", "OPENAI_", "GUNICORN_"))}
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("SLUICE_", "OLLAMA_", "OPENAI_", "GUNICORN_", "WEB_CONCURRENCY", "PROMETHEUS_"))
+    }
     # The address through Sluice's own setting: the command line stays bare.
     env["SLUICE_BIND"] = f"127.0.0.1:{port}"
     log_path = tmp_path / "gunicorn.log"
