@@ -45,6 +45,8 @@ UPSTREAM_LINE = "server 127.0.0.1:8000;"
 LISTEN_LINE = "listen 80;"
 ACCESS_LOG_DIR = "/var/log/nginx/"
 MIB = 1024 * 1024
+# client_max_body_size in deploy/nginx/sluice.conf, the same as SLUICE_MAX_BODY_BYTES's default.
+LIMIT = 32 * MIB
 
 
 def chat(model: str, content: str = "hi", **extra) -> dict:
@@ -300,22 +302,22 @@ def sized_body(size: int) -> bytes:
     return head + b"x" * (size - len(head) - len(tail)) + tail
 
 
-def test_body_of_1_mib_reaches_sluice_and_one_byte_more_is_413_from_nginx(nginx):
+def test_body_at_the_limit_reaches_sluice_and_one_byte_more_is_413_from_nginx(nginx):
     json_headers = {"Content-Type": "application/json"}
-    at_limit = requests.post(nginx.url + "/api/chat", data=sized_body(MIB), headers=json_headers, timeout=30)
+    at_limit = requests.post(nginx.url + "/api/chat", data=sized_body(LIMIT), headers=json_headers, timeout=30)
     assert at_limit.status_code == 400 and at_limit.json()["error"]["code"] == "invalid_request"
     assert "x-request-id" in at_limit.headers  # Sluice answered
-    over = requests.post(nginx.url + "/api/chat", data=sized_body(MIB + 1), headers=json_headers, timeout=30)
-    # nginx refuses it (client_max_body_size 1m) in Sluice's error shape; gunicorn never sees it.
+    over = requests.post(nginx.url + "/api/chat", data=sized_body(LIMIT + 1), headers=json_headers, timeout=30)
+    # nginx refuses it (client_max_body_size 32m) in Sluice's error shape; gunicorn never sees it.
     assert over.status_code == 413
     assert over.headers["content-type"] == "application/json"
     assert over.json()["error"]["code"] == "payload_too_large"
     assert "x-request-id" not in over.headers
 
 
-def test_chunked_body_over_1_mib_is_413(nginx):
+def test_chunked_body_over_the_limit_is_413(nginx):
     def chunks() -> Iterator[bytes]:
-        body = sized_body(MIB + 64 * 1024)
+        body = sized_body(LIMIT + 64 * 1024)
         for i in range(0, len(body), 64 * 1024):
             yield body[i:i + 64 * 1024]
 
