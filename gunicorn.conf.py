@@ -134,7 +134,7 @@ def post_worker_init(worker):
     gevent.spawn(watch)
 
 
-def child_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
+def child_exit(server, worker):
     """Forget a dead worker's live gauges (its counters stay in the sums)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

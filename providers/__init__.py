@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sluice.chat import ChatRequest
@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Abort",
     "Finish",
+    "ModelInfo",
     "Piece",
     "Provider",
-    "ModelInfo",
     "Reasoning",
     "Refusal",
     "Registry",
@@ -114,7 +114,7 @@ class Refusal:
 
 # A plain ``str`` is answer text: most pieces are, and a bare string costs no
 # wrapper object per token.
-Piece = Union[str, Text, Reasoning, ToolCallPart, Refusal]
+Piece = str | Text | Reasoning | ToolCallPart | Refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +144,7 @@ class Abort:
     wakes ``wait`` and calls every registered closer once.
     """
 
-    __slots__ = ("reason", "_event", "_closers", "_lock")
+    __slots__ = ("_closers", "_event", "_lock", "reason")
 
     def __init__(self) -> None:
         self.reason: str | None = None
@@ -241,9 +241,7 @@ class Provider(Protocol):
 
     name: str
 
-    def stream(
-        self, request: ChatRequest, model: str, abort: Abort
-    ) -> Generator[Piece, None, Finish]:
+    def stream(self, request: ChatRequest, model: str, abort: Abort) -> Generator[Piece, None, Finish]:
         """Yield the pieces of ``model``'s answer to ``request``, then return a ``Finish``.
 
         :raise sluice.errors.InvalidRequest: the request has a field this provider cannot honour.

@@ -63,9 +63,27 @@ _CONTEXT = re.compile(r"context (length|window)|maximum context|too many tokens"
 # Arguments the SDK's ``create`` takes by name; everything else goes in ``extra_body``.
 _NAMED = frozenset(
     {
-        "messages", "stream", "stream_options", "tools", "tool_choice", "parallel_tool_calls", "response_format",
-        "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "presence_penalty",
-        "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "n", "reasoning_effort", *INFO_NAMES,
+        "messages",
+        "stream",
+        "stream_options",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "n",
+        "reasoning_effort",
+        *INFO_NAMES,
     }
 )
 

@@ -23,7 +23,6 @@ The view then reads the body from memory, exactly as before (``read_json``).
 from __future__ import annotations
 
 import io
-import socket
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -93,7 +92,7 @@ def _read_within(environ: Mapping[str, Any], limit: int, seconds: float) -> byte
                 break
             parts.append(part)
             size += len(part)
-    except socket.timeout:
+    except TimeoutError:
         raise RequestTimeout() from None
     finally:
         sock.settimeout(previous)

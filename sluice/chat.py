@@ -25,12 +25,12 @@ from flask import Request
 from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = [
+    "OPTION_NAMES",
+    "ROLES",
     "ChatRequest",
     "Message",
     "Part",
     "ToolCall",
-    "OPTION_NAMES",
-    "ROLES",
     "parse_chat",
     "parse_openai",
     "read_json",
@@ -399,7 +399,9 @@ def _parse_tools(body: Mapping[str, Any]) -> dict[str, Any]:
         forced = isinstance(choice, dict) and choice.get("type") == "function"
         name = choice.get("function", {}).get("name") if forced and isinstance(choice.get("function"), dict) else None
         if not (isinstance(choice, str) and choice in _TOOL_CHOICES) and not (forced and isinstance(name, str)):
-            raise InvalidRequest("'tool_choice' must be none, auto, required or {'type': 'function', 'function': {'name'}}.")
+            raise InvalidRequest(
+                "'tool_choice' must be none, auto, required or {'type': 'function', 'function': {'name'}}."
+            )
         fields["tool_choice"] = choice
     parallel = body.get("parallel_tool_calls")
     if parallel is not None:
@@ -411,8 +413,10 @@ def _parse_tools(body: Mapping[str, Any]) -> dict[str, Any]:
         kind = response_format.get("type") if isinstance(response_format, dict) else None
         if kind == "json_schema":
             schema = response_format.get("json_schema")
-            if not isinstance(schema, dict) or not isinstance(schema.get("name"), str) or not isinstance(
-                schema.get("schema", {}), dict
+            if (
+                not isinstance(schema, dict)
+                or not isinstance(schema.get("name"), str)
+                or not isinstance(schema.get("schema", {}), dict)
             ):
                 raise InvalidRequest("response_format.json_schema must be {'name', 'schema', 'strict'?}.")
         elif kind not in ("text", "json_object"):
@@ -446,7 +450,17 @@ def _parse_common(body: Mapping[str, Any], default_model: str, stream_default: b
 
 
 _SLUICE_FIELDS = frozenset(
-    {"model", "messages", "options", "tools", "tool_choice", "parallel_tool_calls", "response_format", "extra", "stream"}
+    {
+        "model",
+        "messages",
+        "options",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "extra",
+        "stream",
+    }
 )
 
 

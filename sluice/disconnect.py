@@ -21,7 +21,7 @@ from typing import Any
 
 from .tasks import gevent_active, spawn
 
-__all__ = ["watch", "limit_send"]
+__all__ = ["limit_send", "watch"]
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from providers import Finish
 
 from .errors import SluiceError
 
-__all__ = ["Event", "JSONProvider", "dumps", "escape_line_separators", "start", "delta", "done", "error", "TERMINAL"]
+__all__ = ["TERMINAL", "Event", "JSONProvider", "delta", "done", "dumps", "error", "escape_line_separators", "start"]
 
 TERMINAL = frozenset({"done", "error"})
 
@@ -69,7 +69,7 @@ class Event:
     dict per token would double what that costs. ``data`` decodes on demand.
     """
 
-    __slots__ = ("seq", "type", "json", "content")
+    __slots__ = ("content", "json", "seq", "type")
 
     def __init__(self, seq: int, type: str, json: str, content: str | None = None) -> None:
         self.seq = seq

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from . import sse
 from .events import Event
 
-__all__ = ["NDJSON", "TEXT", "ndjson_stream", "text_stream", "classic_stream"]
+__all__ = ["NDJSON", "TEXT", "classic_stream", "ndjson_stream", "text_stream"]
 
 NDJSON = "application/x-ndjson"
 TEXT = "text/plain"

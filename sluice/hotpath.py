@@ -62,7 +62,7 @@ class Inbox:
     never resume it somewhere else. Under threads, ``threading.Event``s.
     """
 
-    __slots__ = ("_items", "_ready", "_drained", "_loop", "_hub", "_reader", "_writer", "_waking")
+    __slots__ = ("_drained", "_hub", "_items", "_loop", "_reader", "_ready", "_waking", "_writer")
 
     def __init__(self) -> None:
         self._items: list[tuple[Any, Any]] = []
@@ -152,7 +152,8 @@ class Inbox:
 def fairness() -> Callable[[], None]:
     """A hook to call after each piece: yields once ``FAIR_EVERY`` pieces came unblocked.
 
-    Unblocked means without the event loop turning in between. A provider that never blocks (a fast upstream, a replay, a zero-delay demo)
+    Unblocked means without the event loop turning in between. A provider that
+    never blocks (a fast upstream, a replay, a zero-delay demo)
     would otherwise run its whole answer before anyone else's turn; one that
     blocks between pieces (nearly every real stream) lets the loop turn anyway
     and pays nothing. The loop's cached clock (``loop.now()``) only moves when

@@ -22,7 +22,7 @@ from flask import Flask, Response, g, request
 from .events import dumps
 from .limits import client_address
 
-__all__ = ["init_app", "access_log"]
+__all__ = ["access_log", "init_app"]
 
 access_log = logging.getLogger("sluice.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")

@@ -16,13 +16,20 @@ import time
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 from .errors import Unauthorized
 from .tasks import Task, spawn
 
-__all__ = ["Metrics", "init_app", "bp"]
+__all__ = ["Metrics", "bp", "init_app"]
 
 bp = Blueprint("metrics", __name__)
 
@@ -47,12 +54,18 @@ class Metrics:
             "sluice_streams_finished", "Generations ended, by outcome.", ["provider", "outcome"], registry=r
         )
         self.time_to_first_token = Histogram(
-            "sluice_time_to_first_token_seconds", "From start to the first token.",
-            ["provider", "model"], buckets=_LATENCY_BUCKETS, registry=r,
+            "sluice_time_to_first_token_seconds",
+            "From start to the first token.",
+            ["provider", "model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.stream_duration = Histogram(
-            "sluice_stream_duration_seconds", "From start to the end of a generation.",
-            ["provider", "model"], buckets=_DURATION_BUCKETS, registry=r,
+            "sluice_stream_duration_seconds",
+            "From start to the end of a generation.",
+            ["provider", "model"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
         )
         self.tokens = Counter("sluice_tokens_relayed", "Text pieces relayed from providers.", ["provider"], registry=r)
         self.upstream_errors = Counter(
@@ -62,8 +75,10 @@ class Metrics:
         self.rate_limited = Counter("sluice_rate_limited", "Requests refused by a rate or stream limit.", registry=r)
         self.events = Counter("sluice_events_published", "Events of all generations (start, deltas, end).", registry=r)
         self.loop_lag = Histogram(
-            "sluice_event_loop_lag_seconds", "How late the worker's event loop woke a sleeper (every 0.5 s).",
-            buckets=_LAG_BUCKETS, registry=r,
+            "sluice_event_loop_lag_seconds",
+            "How late the worker's event loop woke a sleeper (every 0.5 s).",
+            buckets=_LAG_BUCKETS,
+            registry=r,
         )
         # Events are counted here, a plain int on the hot path, and added to the
         # counter by the loop watcher (or a scrape): a Counter.inc per event would

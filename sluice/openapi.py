@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-__all__ = ["bp", "DOCUMENT"]
+__all__ = ["DOCUMENT", "bp"]
 
 bp = Blueprint("openapi", __name__)
 
@@ -110,7 +110,10 @@ _CHAT = {
 
 def _errors(*statuses: int) -> dict[str, Any]:
     return {
-        str(status): {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        str(status): {
+            "description": "Error",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
         for status in statuses
     }
 
@@ -138,7 +141,10 @@ DOCUMENT: dict[str, Any] = {
         "/api/chat": {
             "post": {
                 "summary": "Run a chat tied to this connection",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Chat"}}}},
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Chat"}}},
+                },
                 "responses": {"200": _STREAM, **_errors(400, 401, 404, 408, 413, 415, 429, 502, 503, 504)},
             }
         },
@@ -150,31 +156,56 @@ DOCUMENT: dict[str, Any] = {
                     {"name": "model", "in": "query", "schema": {"type": "string"}},
                     {"name": "max_tokens", "in": "query", "schema": {"type": "integer", "minimum": 1}},
                 ],
-                "responses": {"200": {"description": "text/event-stream"}, "204": {"description": "Reconnect"}, **_errors(400, 401, 404, 429, 502, 503, 504)},
+                "responses": {
+                    "200": {"description": "text/event-stream"},
+                    "204": {"description": "Reconnect"},
+                    **_errors(400, 401, 404, 429, 502, 503, 504),
+                },
             }
         },
         "/api/generations": {
             "post": {
                 "summary": "Start a chat in the background",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Chat"}}}},
-                "responses": {"202": {"description": "{id, events_url}"}, **_errors(400, 401, 404, 408, 413, 415, 429, 503)},
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Chat"}}},
+                },
+                "responses": {
+                    "202": {"description": "{id, events_url}"},
+                    **_errors(400, 401, 404, 408, 413, 415, 429, 503),
+                },
             }
         },
         "/api/generations/{generation_id}": {
-            "get": {"summary": "State", "parameters": _ID, "responses": {"200": {"description": "{id, model, status, events}"}, **_errors(401, 404, 503)}},
-            "delete": {"summary": "Cancel", "parameters": _ID, "responses": {"200": {"description": "State after cancel"}, **_errors(401, 404, 503)}},
+            "get": {
+                "summary": "State",
+                "parameters": _ID,
+                "responses": {"200": {"description": "{id, model, status, events}"}, **_errors(401, 404, 503)},
+            },
+            "delete": {
+                "summary": "Cancel",
+                "parameters": _ID,
+                "responses": {"200": {"description": "State after cancel"}, **_errors(401, 404, 503)},
+            },
         },
         "/api/generations/{generation_id}/events": {
             "get": {
                 "summary": "Events after Last-Event-ID or ?after=N, then live",
-                "parameters": _ID + [
+                "parameters": [
+                    *_ID,
                     {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": -1}},
                     {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
                 ],
-                "responses": {"200": {"description": "text/event-stream"}, "204": {"description": "Nothing left"}, **_errors(400, 401, 404, 503)},
+                "responses": {
+                    "200": {"description": "text/event-stream"},
+                    "204": {"description": "Nothing left"},
+                    **_errors(400, 401, 404, 503),
+                },
             }
         },
-        "/api/models": {"get": {"summary": "Models of every provider", "responses": {"200": {"description": "{models, providers}"}}}},
+        "/api/models": {
+            "get": {"summary": "Models of every provider", "responses": {"200": {"description": "{models, providers}"}}}
+        },
         "/v1/chat/completions": {
             "post": {
                 "summary": "OpenAI-compatible chat completions",
@@ -182,9 +213,17 @@ DOCUMENT: dict[str, Any] = {
                 "responses": {"200": {"description": "chat.completion or SSE chunks"}},
             }
         },
-        "/v1/models": {"get": {"summary": "OpenAI-compatible model list", "responses": {"200": {"description": "list"}}}},
+        "/v1/models": {
+            "get": {"summary": "OpenAI-compatible model list", "responses": {"200": {"description": "list"}}}
+        },
         "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
-        "/readyz": {"get": {"summary": "Readiness", "security": [], "responses": {"200": {"description": "ok"}, "503": {"description": "not ready"}}}},
+        "/readyz": {
+            "get": {
+                "summary": "Readiness",
+                "security": [],
+                "responses": {"200": {"description": "ok"}, "503": {"description": "not ready"}},
+            }
+        },
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
     },
 }

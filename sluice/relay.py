@@ -21,15 +21,15 @@ from typing import Any
 
 from flask import Response, current_app, g, request
 
+from . import disconnect, sse
 from .broker import one_by_one
 from .chat import ChatRequest
 from .errors import error_from_event
 from .events import Event
 from .generations import Generation, Generations
-from . import disconnect, sse
 from .hotpath import PassThroughResponse
 
-__all__ = ["Answer", "Relay", "open_stream", "streaming_response", "collect"]
+__all__ = ["Answer", "Relay", "collect", "open_stream", "streaming_response"]
 
 
 class Relay:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 
 from .events import Event
 
-__all__ = ["HEADERS", "MIMETYPE", "PING", "encode", "frame", "retry", "json_stream"]
+__all__ = ["HEADERS", "MIMETYPE", "PING", "encode", "frame", "json_stream", "retry"]
 
 MIMETYPE = "text/event-stream"
 # no-cache per SPEC; X-Accel-Buffering tells nginx to pass each event on at once.

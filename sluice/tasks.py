@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Task", "spawn", "gevent_active"]
+__all__ = ["Task", "gevent_active", "spawn"]
 
 
 _patched = False
@@ -63,5 +63,3 @@ class Task:
 def spawn(target: Callable[..., Any], *args: Any) -> Task:
     """Run ``target(*args)`` in the background."""
     return Task(target, *args)
-
-

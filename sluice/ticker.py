@@ -40,7 +40,7 @@ class Deadline:
     event); to move it earlier, ``Ticker.add`` it again.
     """
 
-    __slots__ = ("at", "on_expire", "_queued", "_ticker")
+    __slots__ = ("_queued", "_ticker", "at", "on_expire")
 
     def __init__(self, at: float, on_expire: Callable[[], None]) -> None:
         self.at = at

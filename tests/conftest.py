@@ -147,10 +147,24 @@ def launch_server(log_dir: Path, settings: dict[str, str], workers: int = 1) -> 
     log_path = log_dir / f"gunicorn-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [GUNICORN, "-c", "gunicorn.conf.py", "--bind", f"fd://{listener.fileno()}",
-             "--workers", str(workers), "--graceful-timeout", "1", "wsgi:app"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            pass_fds=(listener.fileno(),), start_new_session=True,
+            [
+                GUNICORN,
+                "-c",
+                "gunicorn.conf.py",
+                "--bind",
+                f"fd://{listener.fileno()}",
+                "--workers",
+                str(workers),
+                "--graceful-timeout",
+                "1",
+                "wsgi:app",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(listener.fileno(),),
+            start_new_session=True,
         )
     listener.close()
     server = Server(f"http://127.0.0.1:{port}", process, log_path)

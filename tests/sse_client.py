@@ -14,7 +14,9 @@ __all__ = ["open_events", "read_events", "text_of"]
 
 
 @contextmanager
-def open_events(url: str, body: dict[str, Any] | None = None, timeout: float = 30.0, **kwargs: Any) -> Iterator[tuple[httpx.Response, Iterator[ServerSentEvent]]]:
+def open_events(
+    url: str, body: dict[str, Any] | None = None, timeout: float = 30.0, **kwargs: Any
+) -> Iterator[tuple[httpx.Response, Iterator[ServerSentEvent]]]:
     """POST ``body`` to ``url`` (GET without a body) and yield the response and its SSE events, as they arrive."""
     method = "GET" if body is None else "POST"
     with httpx.Client(timeout=timeout) as client:

@@ -40,7 +40,8 @@ def stalled_client(server: Server, path: str, body: dict, accept: str) -> tuple[
     payload = json.dumps(body).encode()
     sock.sendall(
         f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: {accept}\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+        f"Content-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
     )
     seen = b""
     sock.settimeout(10)
@@ -70,11 +71,14 @@ def test_a_stalled_reader_pauses_the_upstream_and_its_generation_ends(start_serv
     for round_ in range(2):  # more stalled clients than the broker has room for, one after another
         fake_ollama.push(FIREHOSE, FIREHOSE)
         clients = [stalled_client(server, path, body, accept) for _ in range(2)]
-        for sock, generation_id in clients:
+        for _, generation_id in clients:
             # Ended at the send timeout (with a margin), not left running.
             wait_until(
-                lambda: requests.get(f"{server.url}/api/generations/{generation_id}", timeout=5).json()["status"] != "running",
-                10, "the stalled generation to end",
+                lambda gid=generation_id: (
+                    requests.get(f"{server.url}/api/generations/{gid}", timeout=5).json()["status"] != "running"
+                ),
+                10,
+                "the stalled generation to end",
             )
         fake_ollama.wait_disconnect(5)  # the upstream connection was closed
         fake_ollama.wait_disconnect(5)
@@ -83,6 +87,10 @@ def test_a_stalled_reader_pauses_the_upstream_and_its_generation_ends(start_serv
             sock.close()
         server.wait_idle()
         # The slots are free: the next request is served, not refused as overloaded.
-        reply = requests.post(server.url + "/api/chat", json={"messages": [{"role": "user", "content": "hi"}], "stream": False}, timeout=10)
+        reply = requests.post(
+            server.url + "/api/chat",
+            json={"messages": [{"role": "user", "content": "hi"}], "stream": False},
+            timeout=10,
+        )
         assert reply.status_code == 200, (round_, reply.text)
     assert worker_rss_mb(server) - before < 50

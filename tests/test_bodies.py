@@ -33,8 +33,10 @@ def srv(tmp_path_factory, ollama_upstream, openai_upstream):
     from tests.conftest import BASE_SETTINGS, launch_server, upstream_settings
 
     settings = {
-        **BASE_SETTINGS, **upstream_settings(ollama_upstream, openai_upstream),
-        "SLUICE_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S), "SLUICE_MAX_BODY_BYTES": str(MAX_BODY),
+        **BASE_SETTINGS,
+        **upstream_settings(ollama_upstream, openai_upstream),
+        "SLUICE_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "SLUICE_MAX_BODY_BYTES": str(MAX_BODY),
     }
     server = launch_server(tmp_path_factory.mktemp("bodies"), settings)
     yield server
@@ -85,17 +87,24 @@ def error_code(body: bytes) -> str:
 @pytest.mark.parametrize(
     "start",
     [
-        pytest.param(head("/api/chat", "Content-Type: application/json", "Content-Length: 500") + CHAT[:20],
-                     id="short-content-length"),
-        pytest.param(head("/api/chat", "Content-Type: application/json", "Transfer-Encoding: chunked")
-                     + b"14\r\n" + CHAT[:20] + b"\r\n", id="chunked-without-last-chunk"),
+        pytest.param(
+            head("/api/chat", "Content-Type: application/json", "Content-Length: 500") + CHAT[:20],
+            id="short-content-length",
+        ),
+        pytest.param(
+            head("/api/chat", "Content-Type: application/json", "Transfer-Encoding: chunked")
+            + b"14\r\n"
+            + CHAT[:20]
+            + b"\r\n",
+            id="chunked-without-last-chunk",
+        ),
     ],
 )
 def test_an_incomplete_body_is_cut_at_the_deadline(srv, start):
     with connect(srv.url) as sock:
         sent = time.monotonic()
         sock.sendall(start)
-        status, headers, body = read_response(sock)
+        status, _, body = read_response(sock)
         took = time.monotonic() - sent
         assert status == 408 and error_code(body) == "request_timeout"
         assert BODY_TIMEOUT_S - 0.1 <= took < BODY_TIMEOUT_S + 2.0, took
@@ -143,8 +152,9 @@ def test_malformed_chunked_framing_is_a_400(srv, chunks):
 
 def test_a_chunked_body_cut_short_by_the_client_is_a_400(srv):
     with connect(srv.url) as sock:
-        sock.sendall(head("/api/chat", "Content-Type: application/json", "Transfer-Encoding: chunked")
-                     + b"40\r\n" + CHAT[:10])
+        sock.sendall(
+            head("/api/chat", "Content-Type: application/json", "Transfer-Encoding: chunked") + b"40\r\n" + CHAT[:10]
+        )
         sock.shutdown(socket.SHUT_WR)
         status, _, body = read_response(sock)
         assert status == 400 and error_code(body) == "invalid_request"
@@ -165,14 +175,25 @@ def test_a_websocket_handshake_without_a_usable_version_is_refused(srv, version,
 
 def test_expect_100_continue_over_the_limit_gets_413_at_once(srv):
     with connect(srv.url) as sock:
-        sock.sendall(head("/api/chat", "Content-Type: application/json", f"Content-Length: {MAX_BODY + 1}",
-                          "Expect: 100-continue"))
+        sock.sendall(
+            head(
+                "/api/chat", "Content-Type: application/json", f"Content-Length: {MAX_BODY + 1}", "Expect: 100-continue"
+            )
+        )
         first = sock.recv(12)
         assert first == b"HTTP/1.1 413", first
     # Within the limit, gunicorn still invites the body, and the chat runs.
     with connect(srv.url) as sock:
-        sock.sendall(head("/api/chat", "Content-Type: application/json", f"Content-Length: {len(CHAT)}",
-                          "Expect: 100-continue", "Accept: application/x-ndjson", "Connection: close"))
+        sock.sendall(
+            head(
+                "/api/chat",
+                "Content-Type: application/json",
+                f"Content-Length: {len(CHAT)}",
+                "Expect: 100-continue",
+                "Accept: application/x-ndjson",
+                "Connection: close",
+            )
+        )
         assert sock.recv(25) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(CHAT)
         status, _, _ = read_response(sock)

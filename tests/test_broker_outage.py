@@ -64,8 +64,12 @@ def test_the_broker_reports_an_outage_once_and_then_fails_at_once(refused_url, s
     with pytest.raises(BrokerUnavailable):
         broker.create("gen_a", "demo/echo")
     started = time.monotonic()
-    for call in (lambda: broker.create("gen_b", "demo/echo"), lambda: broker.state("gen_a"),
-                 lambda: broker.attach("gen_a"), lambda: broker.listen("gen_a", -1, 1.0)):
+    for call in (
+        lambda: broker.create("gen_b", "demo/echo"),
+        lambda: broker.state("gen_a"),
+        lambda: broker.attach("gen_a"),
+        lambda: broker.listen("gen_a", -1, 1.0),
+    ):
         with pytest.raises(BrokerUnavailable):
             call()
     assert time.monotonic() - started < 0.1  # known down: no connection tried

@@ -37,7 +37,11 @@ def dev_server(tmp_path: Path, fake_ollama, fake_openai):
     flask = str(Path(sys.executable).with_name("flask"))
     process = subprocess.Popen(
         [flask, "--app", "app", "run", "--debug", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -63,7 +67,9 @@ def test_flask_run_serves_the_page_and_streams(dev_server):
 
 def test_flask_run_closes_upstream_when_client_leaves(dev_server, fake_ollama):
     fake_ollama.push(Script(hang_after=0))
-    with open_events(dev_server + "/api/chat", {"model": "ollama/llama3", "messages": [{"role": "user", "content": "x"}]}) as (response, events):
+    with open_events(
+        dev_server + "/api/chat", {"model": "ollama/llama3", "messages": [{"role": "user", "content": "x"}]}
+    ) as (response, events):
         assert response.status_code == 200
         assert json.loads(next(events).data)["type"] == "start"
         closed = time.monotonic()

@@ -240,9 +240,7 @@ def test_split_utf8_cuts_inside_a_character_on_the_wire(fake_ollama: FakeOllama)
 
 def test_ollama_num_predict_gives_length(fake_ollama: FakeOllama) -> None:
     parts = list(
-        ollama_client(fake_ollama).chat(
-            model="llama3", messages=MESSAGES, stream=True, options={"num_predict": 2}
-        )
+        ollama_client(fake_ollama).chat(model="llama3", messages=MESSAGES, stream=True, options={"num_predict": 2})
     )
     assert [p.message.content for p in parts[:-1]] == ["Hello", ","]
     assert (parts[-1].done_reason, parts[-1].eval_count) == ("length", 2)
@@ -455,9 +453,7 @@ def test_openai_non_stream(fake_openai: FakeOpenAI) -> None:
 @pytest.mark.parametrize("limit_key", ["max_tokens", "max_completion_tokens"])
 def test_openai_token_limit_gives_length(fake_openai: FakeOpenAI, limit_key: str) -> None:
     client = openai_client(fake_openai)
-    chunks = list(
-        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, **{limit_key: 1})
-    )
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, **{limit_key: 1}))
     assert [c.choices[0].delta.content for c in chunks[1:-1]] == ["Hello"]
     assert chunks[-1].choices[0].finish_reason == "length"
     completion = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, **{limit_key: 3})
@@ -545,6 +541,7 @@ def test_openai_drop_truncates_body(fake_openai: FakeOpenAI) -> None:
 
 # -- OpenAI: reasoning, tool calls, refusals, logprobs, usage, errors -----------------------
 
+
 def sse_events(fake: FakeUpstream, body: dict[str, Any]) -> list[dict[str, Any]]:
     """POST a chat body over a raw socket; return the SSE events' JSON (without [DONE])."""
     _, _, chunks = split_response(read_to_eof(raw_post(fake, "/v1/chat/completions", body)))
@@ -601,7 +598,10 @@ def test_openai_tool_call_stream_wire_format(fake_openai: FakeOpenAI) -> None:
     }
     pieces = [d["tool_calls"][0]["function"]["arguments"] for d in deltas[1:5]]
     assert pieces == ['{"ci', 'ty":', '"Par', 'is"}']
-    assert all(d["tool_calls"][0] == {"index": 0, "function": {"arguments": p}} for d, p in zip(deltas[1:5], pieces))
+    assert all(
+        d["tool_calls"][0] == {"index": 0, "function": {"arguments": p}}
+        for d, p in zip(deltas[1:5], pieces, strict=True)
+    )
     assert deltas[5] == {
         "tool_calls": [
             {"index": 1, "id": "call_def", "type": "function", "function": {"name": "get_time", "arguments": ""}}
@@ -616,9 +616,7 @@ def test_openai_tool_call_stream_wire_format(fake_openai: FakeOpenAI) -> None:
 def test_openai_tool_calls_after_content(fake_openai: FakeOpenAI) -> None:
     call = {"name": "get_weather", "arguments": {"city": "Paris"}}  # no id: the fake makes one up
     fake_openai.push(Script(tokens=["Checking."], tool_calls=[call]))
-    chunks = list(
-        openai_client(fake_openai).chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
-    )
+    chunks = list(openai_client(fake_openai).chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
     assert chunks[0].choices[0].delta.content == ""
     assert chunks[1].choices[0].delta.content == "Checking."
     head = chunks[2].choices[0].delta.tool_calls
@@ -664,9 +662,9 @@ def test_openai_tool_calls_non_stream(fake_openai: FakeOpenAI) -> None:
 
 def test_openai_tool_calls_cut_by_token_limit(fake_openai: FakeOpenAI) -> None:
     fake_openai.push(Script(tokens=["a", "b"], tool_calls=[WEATHER_CALL]))
-    choice = openai_client(fake_openai).chat.completions.create(
-        model="gpt-4o", messages=MESSAGES, max_tokens=1
-    ).choices[0]
+    choice = (
+        openai_client(fake_openai).chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=1).choices[0]
+    )
     assert (choice.finish_reason, choice.message.content, choice.message.tool_calls) == ("length", "a", None)
 
 
@@ -730,9 +728,7 @@ def test_openai_logprobs(fake_openai: FakeOpenAI) -> None:
     client = openai_client(fake_openai)
     fake_openai.push(Script(tokens=["Foo", "é"]))
     chunks = list(
-        client.chat.completions.create(
-            model="gpt-4o", messages=MESSAGES, stream=True, logprobs=True, top_logprobs=2
-        )
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True, logprobs=True, top_logprobs=2)
     )
     first = chunks[0].choices[0].logprobs
     assert first is not None and first.content == [] and first.refusal is None
@@ -827,7 +823,9 @@ def test_request_record_keeps_every_field(fake_openai: FakeOpenAI) -> None:
         {"role": "tool", "tool_call_id": "c", "content": "sunny"},
     ]
     completion = openai_client(fake_openai).chat.completions.create(
-        model="gpt-4o", messages=messages, extra_body=extra  # type: ignore[arg-type]
+        model="gpt-4o",
+        messages=messages,
+        extra_body=extra,  # type: ignore[arg-type]
     )
     assert completion.choices[0].message.content == "Hello, world!"
     body = fake_openai.last_body()

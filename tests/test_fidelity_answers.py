@@ -53,6 +53,7 @@ def user(text: str = "What is the weather in Paris?") -> list[dict[str, Any]]:
 
 # -- an agent loop through Sluice ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("provider", ["openai/gpt-4o-mini", "ollama/llama3"])
 @pytest.mark.parametrize("stream", [True, False])
 def test_agent_loop_with_the_sdk(sdk, fake_openai, fake_ollama, provider, stream):
@@ -85,10 +86,15 @@ def test_agent_loop_with_the_sdk(sdk, fake_openai, fake_ollama, provider, stream
     assert final_text == "It is 21 °C." and reasons == ["stop"]
     sent = fake.last_body()["messages"]
     if provider.startswith("openai"):
-        assert sent[1]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "C"}'}
+        assert sent[1]["tool_calls"][0]["function"] == {
+            "name": "get_weather",
+            "arguments": '{"city": "Paris", "unit": "C"}',
+        }
         assert sent[2] == {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 21}'}
     else:
-        assert sent[1]["tool_calls"] == [{"function": {"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}}]
+        assert sent[1]["tool_calls"] == [
+            {"function": {"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}}
+        ]
         assert sent[2] == {"role": "tool", "content": '{"temp": 21}', "tool_name": "get_weather"}
 
 
@@ -99,7 +105,9 @@ class Person(pydantic.BaseModel):
 
 def test_structured_output_with_parse(sdk, fake_openai):
     fake_openai.push(Script(tokens=['{"name": ', '"Mara", ', '"age": 25}']))
-    completion = sdk.chat.completions.parse(model="openai/gpt-4o-mini", messages=user("Mara is 25."), response_format=Person)
+    completion = sdk.chat.completions.parse(
+        model="openai/gpt-4o-mini", messages=user("Mara is 25."), response_format=Person
+    )
     assert completion.choices[0].message.parsed == Person(name="Mara", age=25)
     sent = fake_openai.last_body()["response_format"]
     assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "Person"
@@ -108,11 +116,14 @@ def test_structured_output_with_parse(sdk, fake_openai):
 
 # -- reasoning, refusals, content filters, usage ------------------------------------------------------
 
+
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
 def test_reasoning_streams_through_v1_and_sse(server, sdk, fake_openai, field):
     fake_openai.push(Script(reasoning=["Let me ", "think."], reasoning_field=field, tokens=["42"]))
     chunks = list(sdk.chat.completions.create(model="openai/gpt-4o-mini", messages=user(), stream=True))
-    thought = "".join((c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks if c.choices)
+    thought = "".join(
+        (c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks if c.choices
+    )
     assert thought == "Let me think."
     fake_openai.push(Script(reasoning=["Let me ", "think."], reasoning_field=field, tokens=["42"]))
     events = read_events(server.url + "/api/chat", {"model": "openai/gpt-4o-mini", "messages": user()})
@@ -122,14 +133,18 @@ def test_reasoning_streams_through_v1_and_sse(server, sdk, fake_openai, field):
 
 def test_stream_false_carries_reasoning_tool_calls_and_refusals(server, fake_openai, fake_ollama):
     fake_ollama.push(Script(reasoning=["hmm"], tokens=["Hi"], tool_calls=[CALL]))
-    reply = requests.post(server.url + "/api/chat", json={"model": "ollama/llama3", "messages": user(), "stream": False}, timeout=10).json()
+    reply = requests.post(
+        server.url + "/api/chat", json={"model": "ollama/llama3", "messages": user(), "stream": False}, timeout=10
+    ).json()
     assert reply["message"]["content"] == "Hi" and reply["message"]["reasoning"] == "hmm"
     (call,) = reply["message"]["tool_calls"]
     assert call["type"] == "function" and call["id"].startswith("call_")
     assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "C"}'}
     assert reply["finish_reason"] == "tool_calls"
     fake_openai.push(Script(tokens=[], refusal=["I can't ", "help."]))
-    reply = requests.post(server.url + "/api/chat", json={"model": "openai/gpt-4o-mini", "messages": user(), "stream": False}, timeout=10).json()
+    reply = requests.post(
+        server.url + "/api/chat", json={"model": "openai/gpt-4o-mini", "messages": user(), "stream": False}, timeout=10
+    ).json()
     assert reply["message"] == {"role": "assistant", "content": None, "refusal": "I can't help."}
 
 
@@ -144,16 +159,20 @@ def test_refusal_and_content_filter_reach_the_sdk(sdk, fake_openai):
 
 def test_usage_details_pass_and_missing_usage_is_not_made_up(sdk, fake_openai):
     fake_openai.push(Script(tokens=["a"], usage=USAGE))
-    chunks = list(sdk.chat.completions.create(
-        model="openai/gpt-4o-mini", messages=user(), stream=True, stream_options={"include_usage": True}
-    ))
+    chunks = list(
+        sdk.chat.completions.create(
+            model="openai/gpt-4o-mini", messages=user(), stream=True, stream_options={"include_usage": True}
+        )
+    )
     usage = chunks[-1].usage
     assert usage.prompt_tokens_details.cached_tokens == 4 and usage.completion_tokens_details.reasoning_tokens == 5
     assert usage.total_tokens == 20
     fake_openai.push(Script(tokens=["a"], report_usage=False))
-    chunks = list(sdk.chat.completions.create(
-        model="openai/gpt-4o-mini", messages=user(), stream=True, stream_options={"include_usage": True}
-    ))
+    chunks = list(
+        sdk.chat.completions.create(
+            model="openai/gpt-4o-mini", messages=user(), stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert all(c.usage is None for c in chunks)
     fake_openai.push(Script(tokens=["a"], report_usage=False))
     assert sdk.chat.completions.create(model="openai/gpt-4o-mini", messages=user()).usage is None
@@ -161,10 +180,14 @@ def test_usage_details_pass_and_missing_usage_is_not_made_up(sdk, fake_openai):
 
 def test_logprobs_reach_the_client(sdk, fake_openai):
     fake_openai.push(Script(tokens=["Hi", "!"]))
-    chunks = list(sdk.chat.completions.create(
-        model="openai/gpt-4o-mini", messages=user(), stream=True, logprobs=True, top_logprobs=2
-    ))
-    tokens = [lp.token for c in chunks if c.choices and c.choices[0].logprobs for lp in c.choices[0].logprobs.content or ()]
+    chunks = list(
+        sdk.chat.completions.create(
+            model="openai/gpt-4o-mini", messages=user(), stream=True, logprobs=True, top_logprobs=2
+        )
+    )
+    tokens = [
+        lp.token for c in chunks if c.choices and c.choices[0].logprobs for lp in c.choices[0].logprobs.content or ()
+    ]
     assert tokens == ["Hi", "!"]
     assert fake_openai.last_body()["top_logprobs"] == 2
 
@@ -172,15 +195,19 @@ def test_logprobs_reach_the_client(sdk, fake_openai):
 def test_text_only_clients_get_answer_text_only(server, fake_ollama):
     fake_ollama.push(Script(reasoning=["secret thoughts"], tokens=["Hello", " there"], tool_calls=[CALL]))
     text = requests.post(
-        server.url + "/api/chat", json={"model": "ollama/llama3", "messages": user()},
-        headers={"Accept": "text/plain"}, timeout=10,
+        server.url + "/api/chat",
+        json={"model": "ollama/llama3", "messages": user()},
+        headers={"Accept": "text/plain"},
+        timeout=10,
     ).text
     assert text == "Hello there"
     classic = requests.get(server.url + "/stream", params={"prompt": "hi", "model": "demo/think"}, timeout=10).text
     assert "The user wrote" not in classic and "data: hi" in classic
     ndjson = requests.post(
-        server.url + "/api/chat", json={"model": "demo/think", "messages": user("hi")},
-        headers={"Accept": "application/x-ndjson"}, timeout=10,
+        server.url + "/api/chat",
+        json={"model": "demo/think", "messages": user("hi")},
+        headers={"Accept": "application/x-ndjson"},
+        timeout=10,
     ).text.splitlines()
     kinds = [json.loads(line)["type"] for line in ndjson]
     assert kinds[0] == "start" and kinds[-1] == "done" and "reasoning" in kinds
@@ -202,6 +229,7 @@ def test_reasoning_counts_as_progress_past_the_first_token_deadline(start_server
 
 
 # -- upstream refusals keep their meaning ------------------------------------------------------------
+
 
 def test_upstream_400_is_a_400_and_the_sdk_does_not_retry(sdk, fake_openai):
     fake_openai.push(Script(status=400, error_code="context_length_exceeded"))
@@ -225,7 +253,9 @@ def test_upstream_statuses_are_mapped(server, fake_openai, fake_ollama, provider
     response = requests.post(url, json=body, timeout=20)
     assert response.status_code == 429 and response.json()["error"]["code"] == "rate_limited"
     assert response.headers["Retry-After"] == "1"
-    fake.push(Script(status=401, error_message="Incorrect API key provided: sk-abcdefghijklmnop. See https://x.example/keys"))
+    fake.push(
+        Script(status=401, error_message="Incorrect API key provided: sk-abcdefghijklmnop. See https://x.example/keys")
+    )
     response = requests.post(url, json=body, timeout=10)
     assert response.status_code == 502 and "credentials" in response.json()["error"]["message"]
     assert "sk-abcdef" not in response.text and "x.example" not in response.text

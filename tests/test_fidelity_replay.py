@@ -18,12 +18,12 @@ from tests.test_redis import redis_server  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow
 
-RICH = dict(
-    reasoning=["First, ", "the city."],
-    tokens=["Checking ", "now."],
-    refusal=["Not that."],
-    tool_calls=[{"id": "call_r1", "name": "get_weather", "arguments": '{"city": "Oslo"}'}],
-)
+RICH = {
+    "reasoning": ["First, ", "the city."],
+    "tokens": ["Checking ", "now."],
+    "refusal": ["Not that."],
+    "tool_calls": [{"id": "call_r1", "name": "get_weather", "arguments": '{"city": "Oslo"}'}],
+}
 KINDS = ["start", "reasoning", "reasoning", "delta", "delta", "refusal"]  # then the tool call's pieces, then done
 
 
@@ -49,7 +49,9 @@ def replay_and_resume(listen_url: str, generation_id: str) -> None:
     whole = read_events(f"{listen_url}/api/generations/{generation_id}/events")
     check_rich(whole)
     for after in range(len(whole) - 1):  # resumed at every position: exactly the rest
-        rest = read_events(f"{listen_url}/api/generations/{generation_id}/events", headers={"Last-Event-ID": str(after)})
+        rest = read_events(
+            f"{listen_url}/api/generations/{generation_id}/events", headers={"Last-Event-ID": str(after)}
+        )
         assert rest == whole[after + 1 :]
 
 
@@ -58,7 +60,7 @@ def test_rich_events_replay_and_resume_in_memory(server, fake_openai):
     replay_and_resume(server.url, start(server.url))
 
 
-def test_rich_events_replay_and_resume_through_redis_on_another_worker(start_server, redis_server, fake_openai):  # noqa: F811
+def test_rich_events_replay_and_resume_through_redis_on_another_worker(start_server, redis_server, fake_openai):
     first = start_server(SLUICE_REDIS_URL=redis_server.url)
     second = start_server(SLUICE_REDIS_URL=redis_server.url)
     fake_openai.push(Script(**RICH, delay_s=0.01))
@@ -70,7 +72,9 @@ def test_rich_events_over_the_websocket(server, fake_openai):
     fake_openai.push(Script(**RICH))
     ws = ws_connect(server.url)
     try:
-        ws.send(json.dumps({"type": "chat", "model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "?"}]}))
+        ws.send(
+            json.dumps({"type": "chat", "model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "?"}]})
+        )
         frames = [receive_json(ws)]
         while frames[-1]["type"] not in ("done", "error"):
             frames.append(receive_json(ws))

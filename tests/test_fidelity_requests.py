@@ -7,12 +7,9 @@ real sockets, and each assertion reads the body the fake recorded.
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 import pytest
-
-from tests.fakes import Script
 
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nfake-image-bytes").decode()
 WEATHER_TOOL = {
@@ -35,11 +32,19 @@ SAMPLING = {
 AGENT_TURNS = [
     {"role": "system", "content": "You are terse."},
     {"role": "developer", "content": "Use tools."},
-    {"role": "user", "content": [{"type": "text", "text": "What is in this picture? "}, {"type": "image_url", "image_url": {"url": PNG}}]},
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "What is in this picture? "},
+            {"type": "image_url", "image_url": {"url": PNG}},
+        ],
+    },
     {
         "role": "assistant",
         "content": None,
-        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}],
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+        ],
     },
     {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
 ]
@@ -59,6 +64,7 @@ def error_of(response) -> dict[str, Any]:
 
 
 # -- OpenAI-compatible upstream: OpenAI's shape, every field as given ------------------------------
+
 
 @pytest.mark.parametrize("route", ["v1", "chat"])
 def test_openai_upstream_gets_every_field_as_sent(client, fake_openai, route):
@@ -81,13 +87,27 @@ def test_openai_upstream_gets_every_field_as_sent(client, fake_openai, route):
     if route == "v1":
         response = client.post(
             "/v1/chat/completions",
-            json={"model": "openai/gpt-4o-mini", "messages": messages, **fields, **sampling, "user": "u-1", "top_k": 20},
+            json={
+                "model": "openai/gpt-4o-mini",
+                "messages": messages,
+                **fields,
+                **sampling,
+                "user": "u-1",
+                "top_k": 20,
+            },
         )
     else:
         response = client.post(
             "/api/chat",
-            json={"model": "openai/gpt-4o-mini", "messages": messages, "stream": False, **fields,
-                  "options": sampling, "user": "u-1", "extra": {"top_k": 20}},
+            json={
+                "model": "openai/gpt-4o-mini",
+                "messages": messages,
+                "stream": False,
+                **fields,
+                "options": sampling,
+                "user": "u-1",
+                "extra": {"top_k": 20},
+            },
         )
     assert response.status_code == 200, response.get_data(as_text=True)
     sent = fake_openai.last_body()
@@ -114,24 +134,42 @@ def test_max_tokens_is_kept_as_max_tokens(client, fake_openai):
 
 # -- Ollama: translated per SPEC's table ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("route", ["v1", "chat"])
 def test_ollama_upstream_gets_the_translated_request(client, fake_ollama, route):
     sampling = {**SAMPLING, "max_tokens": 64, "reasoning_effort": "high", "logprobs": True, "top_logprobs": 3}
     fields = {"tools": [WEATHER_TOOL], "tool_choice": "auto", "response_format": {"type": "json_object"}}
     if route == "v1":
-        body = {"model": "ollama/llama3", "messages": AGENT_TURNS, **fields, **sampling,
-                "keep_alive": "5m", "options": {"num_ctx": 8192}}
+        body = {
+            "model": "ollama/llama3",
+            "messages": AGENT_TURNS,
+            **fields,
+            **sampling,
+            "keep_alive": "5m",
+            "options": {"num_ctx": 8192},
+        }
         response = client.post("/v1/chat/completions", json=body)
     else:
-        body = {"model": "ollama/llama3", "messages": AGENT_TURNS, "stream": False, **fields, "options": sampling,
-                "extra": {"keep_alive": "5m", "options": {"num_ctx": 8192}}}
+        body = {
+            "model": "ollama/llama3",
+            "messages": AGENT_TURNS,
+            "stream": False,
+            **fields,
+            "options": sampling,
+            "extra": {"keep_alive": "5m", "options": {"num_ctx": 8192}},
+        }
         response = client.post("/api/chat", json=body)
     assert response.status_code == 200, response.get_data(as_text=True)
     sent = fake_ollama.last_body()
     assert sent["model"] == "llama3" and sent["stream"] is True
     assert sent["options"] == {
-        "temperature": 0.3, "top_p": 0.9, "stop": ["END", "STOP"], "seed": 42,
-        "presence_penalty": 0.5, "frequency_penalty": -0.5, "num_predict": 64,
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "stop": ["END", "STOP"],
+        "seed": 42,
+        "presence_penalty": 0.5,
+        "frequency_penalty": -0.5,
+        "num_predict": 64,
         "num_ctx": 8192,  # the extra's options merged into Sluice's
     }
     assert sent["format"] == "json"
@@ -143,14 +181,20 @@ def test_ollama_upstream_gets_the_translated_request(client, fake_ollama, route)
         {"role": "system", "content": "You are terse."},
         {"role": "system", "content": "Use tools."},
         {"role": "user", "content": "What is in this picture? ", "images": [PNG.partition(",")[2]]},
-        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        },
         {"role": "tool", "content": '{"temp": 21}', "tool_name": "get_weather"},
     ]
 
 
 def test_ollama_json_schema_becomes_format_and_max_completion_tokens_num_predict(client, fake_ollama):
     response = post_v1(
-        client, model="ollama/llama3", max_completion_tokens=9,
+        client,
+        model="ollama/llama3",
+        max_completion_tokens=9,
         response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": SCHEMA}},
     )
     assert response.status_code == 200
@@ -176,19 +220,39 @@ REFUSED = [
     pytest.param("ollama/llama3", {"n": 2}, "n", id="ollama-n"),
     pytest.param("openai/gpt-4o-mini", {"n": 3}, "n", id="openai-n"),
     pytest.param("ollama/llama3", {"logit_bias": {"1": 1}}, "logit_bias", id="ollama-logit_bias"),
-    pytest.param("ollama/llama3", {"tools": [WEATHER_TOOL], "tool_choice": "required"}, "tool_choice", id="ollama-required"),
-    pytest.param("ollama/llama3", {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
-                 "tool_choice", id="ollama-forced"),
+    pytest.param(
+        "ollama/llama3", {"tools": [WEATHER_TOOL], "tool_choice": "required"}, "tool_choice", id="ollama-required"
+    ),
+    pytest.param(
+        "ollama/llama3",
+        {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
+        "tool_choice",
+        id="ollama-forced",
+    ),
     pytest.param("ollama/llama3", {"parallel_tool_calls": False}, "parallel_tool_calls", id="ollama-parallel"),
-    pytest.param("ollama/llama3", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]},
-                 "http", id="ollama-http-image"),
-    pytest.param("ollama/llama3", {"messages": [{"role": "user", "content": "hi", "name": "ann"}]}, "name", id="ollama-name"),
+    pytest.param(
+        "ollama/llama3",
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}
+            ]
+        },
+        "http",
+        id="ollama-http-image",
+    ),
+    pytest.param(
+        "ollama/llama3", {"messages": [{"role": "user", "content": "hi", "name": "ann"}]}, "name", id="ollama-name"
+    ),
     pytest.param("demo/echo", {"tools": [WEATHER_TOOL]}, "tools", id="demo-tools"),
     pytest.param("demo/echo", {"response_format": {"type": "json_object"}}, "response_format", id="demo-json"),
     pytest.param("demo/echo", {"logprobs": True}, "logprobs", id="demo-logprobs"),
     pytest.param("demo/echo", {"reasoning_effort": "low"}, "reasoning_effort", id="demo-echo-reasoning"),
-    pytest.param("demo/echo", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": PNG}}]}]},
-                 "image_url", id="demo-image"),
+    pytest.param(
+        "demo/echo",
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": PNG}}]}]},
+        "image_url",
+        id="demo-image",
+    ),
     pytest.param("demo/echo", {"top_k": 5}, "extra", id="demo-extra"),
 ]
 
@@ -211,9 +275,19 @@ def test_what_a_provider_cannot_honour_is_a_400_naming_it(client, fake_ollama, f
 
 
 WRONG_TYPES = [
-    ("top_p", 1.5), ("top_p", "0.5"), ("seed", 1.5), ("stop", 5), ("stop", ["a", 1]),
-    ("presence_penalty", 3), ("frequency_penalty", "x"), ("logit_bias", [1]), ("logprobs", "yes"),
-    ("top_logprobs", 21), ("n", 0), ("reasoning_effort", 1), ("max_completion_tokens", 0),
+    ("top_p", 1.5),
+    ("top_p", "0.5"),
+    ("seed", 1.5),
+    ("stop", 5),
+    ("stop", ["a", 1]),
+    ("presence_penalty", 3),
+    ("frequency_penalty", "x"),
+    ("logit_bias", [1]),
+    ("logprobs", "yes"),
+    ("top_logprobs", 21),
+    ("n", 0),
+    ("reasoning_effort", 1),
+    ("max_completion_tokens", 0),
 ]
 
 
@@ -232,12 +306,33 @@ BAD_SHAPES = [
     pytest.param({"response_format": {"type": "json_schema"}}, id="json_schema-missing"),
     pytest.param({"messages": [{"role": "tool", "content": "x"}]}, id="tool-without-id"),
     pytest.param({"messages": [{"role": "user", "content": None}]}, id="user-null-content"),
-    pytest.param({"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}]}]},
-                 id="arguments-object"),
-    pytest.param({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]}]},
-                 id="bad-base64"),
-    pytest.param({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}, id="audio-part"),
-    pytest.param({"messages": [{"role": "system", "content": [{"type": "image_url", "image_url": {"url": PNG}}]}]}, id="system-image"),
+    pytest.param(
+        {
+            "messages": [
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}],
+                }
+            ]
+        },
+        id="arguments-object",
+    ),
+    pytest.param(
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]}
+            ]
+        },
+        id="bad-base64",
+    ),
+    pytest.param(
+        {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}, id="audio-part"
+    ),
+    pytest.param(
+        {"messages": [{"role": "system", "content": [{"type": "image_url", "image_url": {"url": PNG}}]}]},
+        id="system-image",
+    ),
 ]
 
 
@@ -255,8 +350,11 @@ def test_sluice_body_refuses_unknown_fields_and_options(client):
 
 
 def test_demo_honours_stop_and_accepts_sampling(client):
-    response = post_chat(client, messages=[{"role": "user", "content": "one two three four"}],
-                         options={"stop": "three", "temperature": 0.7, "seed": 1, "top_p": 0.5})
+    response = post_chat(
+        client,
+        messages=[{"role": "user", "content": "one two three four"}],
+        options={"stop": "three", "temperature": 0.7, "seed": 1, "top_p": 0.5},
+    )
     assert response.status_code == 200
     reply = response.get_json()
     assert reply["message"]["content"] == "one two " and reply["finish_reason"] == "stop"
@@ -267,9 +365,14 @@ def test_default_body_limit_fits_photos(app):
 
 
 def test_openai_upstream_gets_http_images_and_names(client, fake_openai):
-    message = {"role": "user", "name": "ann", "content": [
-        {"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}},
-    ]}
+    message = {
+        "role": "user",
+        "name": "ann",
+        "content": [
+            {"type": "text", "text": "look"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}},
+        ],
+    }
     assert post_v1(client, model="openai/gpt-4o-mini", messages=[message]).status_code == 200
     assert fake_openai.last_body()["messages"] == [message]
 

@@ -264,9 +264,12 @@ def test_classic_stream_without_prompt_is_400(server, params):
 
 def test_classic_stream_honours_max_tokens(server):
     import httpx
+
     from providers.demo import pieces
 
     raw = httpx.get(server.url + "/stream", params={"prompt": "a b c d e", "max_tokens": "3"}, timeout=10).text
     assert sum(line.startswith("id: ") for line in raw.splitlines()) == 4  # three pieces, then done
     assert "data: " + "".join(pieces("a b c d e")[:1]) in raw
-    assert httpx.get(server.url + "/stream", params={"prompt": "x", "max_tokens": "many"}, timeout=10).status_code == 400
+    assert (
+        httpx.get(server.url + "/stream", params={"prompt": "x", "max_tokens": "many"}, timeout=10).status_code == 400
+    )

@@ -32,7 +32,7 @@ def make_client(fake_ollama, fake_openai):
 
     yield make
     for application in apps:
-        wait_until(lambda: not application.extensions["sluice"].running, 5, "generations to end")
+        wait_until(lambda app=application: not app.extensions["sluice"].running, 5, "generations to end")
 
 
 def active(client) -> float:

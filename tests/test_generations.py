@@ -37,7 +37,8 @@ def start(url: str, payload: dict | None = None) -> dict:
 def wait_status(url: str, gid: str, status: str, timeout: float = 5.0) -> dict:
     return wait_until(
         lambda: (s := requests.get(f"{url}/api/generations/{gid}", timeout=5).json())["status"] == status and s,
-        timeout, f"{gid} to be {status}",
+        timeout,
+        f"{gid} to be {status}",
     )
 
 
@@ -51,7 +52,7 @@ def test_resume_at_every_position_gives_exactly_the_rest(server):
     for after in range(-1, len(whole) - 1):
         by_header = read_events(events_url, headers={"Last-Event-ID": str(after)})
         by_query = read_events(f"{events_url}?after={after}")
-        assert by_header == by_query == whole[after + 1:]
+        assert by_header == by_query == whole[after + 1 :]
     # Everything seen: 204, so EventSource stops reconnecting.
     last = str(len(whole) - 1)
     assert requests.get(events_url, headers={"Last-Event-ID": last}, timeout=5).status_code == 204
@@ -89,7 +90,9 @@ def test_bad_positions_and_unknown_ids(server):
 
 
 @pytest.mark.parametrize("model", ["ollama/llama3", "openai/gpt-4o-mini"])
-def test_cancel_from_another_connection_closes_upstream_and_ends_every_listener(server, fake_ollama, fake_openai, model):
+def test_cancel_from_another_connection_closes_upstream_and_ends_every_listener(
+    server, fake_ollama, fake_openai, model
+):
     fake = fake_ollama if model.startswith("ollama") else fake_openai
     fake.push(Script(tokens=["t "] * 1000, delay_s=0.05))
     started = start(server.url, body(model))
@@ -193,6 +196,7 @@ def test_events_per_generation_are_bounded(start_server):
 
 # -- WebSocket -------------------------------------------------------------------
 
+
 def ws_connect(url: str) -> simple_websocket.Client:
     return simple_websocket.Client.connect(url.replace("http://", "ws://") + "/ws")
 
@@ -220,8 +224,14 @@ def test_websocket_chat_streams_the_same_events(server):
 def test_websocket_invalid_messages_get_error_frames_and_the_socket_stays_usable(server):
     ws = ws_connect(server.url)
     try:
-        for bad in ["not json", "[]", json.dumps({"type": "dance"}), json.dumps({"type": "chat", "messages": []}),
-                    json.dumps({"type": "resume", "id": "gen_nope"}), json.dumps({"type": "cancel"})]:
+        for bad in [
+            "not json",
+            "[]",
+            json.dumps({"type": "dance"}),
+            json.dumps({"type": "chat", "messages": []}),
+            json.dumps({"type": "resume", "id": "gen_nope"}),
+            json.dumps({"type": "cancel"}),
+        ]:
             ws.send(bad)
             frame = receive_json(ws)
             assert frame["type"] == "error", bad

@@ -91,7 +91,9 @@ RAW_CASES = [
     pytest.param(DEEP_OBJECT, JSON, 400, "invalid_request", id="deep-object-unclosed"),
     pytest.param(DEEP_BALANCED, JSON, 400, "invalid_request", id="deep-list-balanced"),
     pytest.param(DEEP_IN_FIELD, JSON, 400, "invalid_request", id="deep-in-ignored-field"),
-    pytest.param(b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}', JSON, 400, "invalid_request", id="invalid-utf8"),
+    pytest.param(
+        b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}', JSON, 400, "invalid_request", id="invalid-utf8"
+    ),
     pytest.param(b"\xc3", JSON, 400, "invalid_request", id="truncated-utf8"),
     pytest.param(b"", JSON, 400, "invalid_request", id="empty"),
     pytest.param(b"   \n", JSON, 400, "invalid_request", id="whitespace"),
@@ -101,15 +103,24 @@ RAW_CASES = [
     pytest.param(b"42", JSON, 400, "invalid_request", id="json-number"),
     pytest.param(
         b'{"messages":[{"role":"user","content":"hi"}],"options":{"temperature":NaN}}',
-        JSON, 400, "invalid_request", id="temperature-NaN",
+        JSON,
+        400,
+        "invalid_request",
+        id="temperature-NaN",
     ),
     pytest.param(
         b'{"messages":[{"role":"user","content":"hi"}],"options":{"temperature":Infinity}}',
-        JSON, 400, "invalid_request", id="temperature-Infinity",
+        JSON,
+        400,
+        "invalid_request",
+        id="temperature-Infinity",
     ),
     pytest.param(
         b'{"messages":[{"role":"user","content":"hi"}],"options":{"temperature":1e999}}',
-        JSON, 400, "invalid_request", id="temperature-overflow",
+        JSON,
+        400,
+        "invalid_request",
+        id="temperature-overflow",
     ),
 ]
 
@@ -130,7 +141,9 @@ CHAT_CASES = [
     pytest.param(chat(messages=[{"role": "user", "content": 5}]), 400, "invalid_request", id="content-number"),
     pytest.param(chat(messages=[{"role": "user", "content": None}]), 400, "invalid_request", id="content-null"),
     pytest.param(chat(messages=[{"role": "user", "content": ["hi"]}]), 400, "invalid_request", id="content-list"),
-    pytest.param(chat(messages=[{"role": "user", "content": {"text": "hi"}}]), 400, "invalid_request", id="content-object"),
+    pytest.param(
+        chat(messages=[{"role": "user", "content": {"text": "hi"}}]), 400, "invalid_request", id="content-object"
+    ),
     pytest.param(chat(options="hot"), 400, "invalid_request", id="options-string"),
     pytest.param(chat(options=[1]), 400, "invalid_request", id="options-list"),
     pytest.param(chat(options={"temperature": "0.5"}), 400, "invalid_request", id="temperature-string"),
@@ -173,7 +186,8 @@ def test_the_message_names_the_wrong_field(client):
     assert "max_tokens" in error["message"]
     error = assert_sluice_error(
         client.post("/api/chat", json=chat(messages=[USER[0], {"role": "user", "content": 5}])),
-        400, "invalid_request",
+        400,
+        "invalid_request",
     )
     assert "messages[1]" in error["message"]
 
@@ -196,12 +210,15 @@ def test_json_media_types_are_accepted(client, content_type):
 # -- lone surrogates: valid JSON escapes, but not Unicode text ----------------------
 
 SURROGATE_CASES = [
-    pytest.param("/api/chat", b'{"messages":[{"role":"user","content":"a\\ud800b"}],"stream":false}', id="chat-content"),
+    pytest.param(
+        "/api/chat", b'{"messages":[{"role":"user","content":"a\\ud800b"}],"stream":false}', id="chat-content"
+    ),
     pytest.param("/api/chat", b'{"messages":[{"role":"user","content":"a\\udfffb"}]}', id="chat-content-streamed"),
     pytest.param("/api/chat", b'{"model":"demo/\\ud800","messages":[{"role":"user","content":"a"}]}', id="chat-model"),
     pytest.param("/v1/chat/completions", b'{"messages":[{"role":"user","content":"a\\ud800b"}]}', id="v1-content"),
     pytest.param(
-        "/v1/chat/completions", b'{"messages":[{"role":"user","content":"a\\ud800b"}],"stream":true}',
+        "/v1/chat/completions",
+        b'{"messages":[{"role":"user","content":"a\\ud800b"}],"stream":true}',
         id="v1-content-streamed",
     ),
 ]
@@ -236,6 +253,7 @@ def test_lone_surrogates_are_refused_or_answered_whole(client, path, data):
 
 
 # -- body size ------------------------------------------------------------------
+
 
 def _chunked(data: bytes, path: str = "/api/chat") -> Request:
     """A request whose body has no Content-Length (as a server passes a chunked upload)."""
@@ -273,6 +291,7 @@ def test_chunked_body_over_the_limit_is_413(app, client, path):
 
 # -- /v1: the same refusals in OpenAI's shape -------------------------------------
 
+
 def v1(**fields: Any) -> dict[str, Any]:
     """A valid chat-completions body with ``fields`` replaced (``...`` removes a field)."""
     body: dict[str, Any] = {"model": "demo/echo", "messages": USER}
@@ -293,20 +312,32 @@ V1_CASES = [
     pytest.param(b'"hi"', JSON, 400, "invalid_request", id="json-string"),
     pytest.param(
         b'{"model":"demo/echo","messages":[{"role":"user","content":"hi"}],"temperature":NaN}',
-        JSON, 400, "invalid_request", id="temperature-NaN",
+        JSON,
+        400,
+        "invalid_request",
+        id="temperature-NaN",
     ),
     pytest.param(raw(v1(messages=...)), JSON, 400, "invalid_request", id="messages-missing"),
     pytest.param(raw(v1(messages=[])), JSON, 400, "invalid_request", id="messages-empty"),
     pytest.param(raw(v1(messages="hi")), JSON, 400, "invalid_request", id="messages-string"),
     pytest.param(raw(v1(messages=["hi"])), JSON, 400, "invalid_request", id="message-string"),
-    pytest.param(raw(v1(messages=[{"role": "wizard", "content": "hi"}])), JSON, 400, "invalid_request", id="role-unknown"),
+    pytest.param(
+        raw(v1(messages=[{"role": "wizard", "content": "hi"}])), JSON, 400, "invalid_request", id="role-unknown"
+    ),
     pytest.param(raw(v1(messages=[{"role": "user", "content": 5}])), JSON, 400, "invalid_request", id="content-number"),
-    pytest.param(raw(v1(messages=[{"role": "user", "content": None}])), JSON, 400, "invalid_request", id="content-null"),
+    pytest.param(
+        raw(v1(messages=[{"role": "user", "content": None}])), JSON, 400, "invalid_request", id="content-null"
+    ),
     pytest.param(
         raw(v1(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}])),
-        JSON, 400, "invalid_request", id="content-image-part",
+        JSON,
+        400,
+        "invalid_request",
+        id="content-image-part",
     ),
-    pytest.param(raw(v1(messages=[{"role": "user", "content": [5]}])), JSON, 400, "invalid_request", id="content-part-number"),
+    pytest.param(
+        raw(v1(messages=[{"role": "user", "content": [5]}])), JSON, 400, "invalid_request", id="content-part-number"
+    ),
     pytest.param(raw(v1(temperature="hot")), JSON, 400, "invalid_request", id="temperature-string"),
     pytest.param(raw(v1(temperature=3)), JSON, 400, "invalid_request", id="temperature-above-2"),
     pytest.param(raw(v1(max_tokens=0)), JSON, 400, "invalid_request", id="max_tokens-0"),
@@ -314,7 +345,9 @@ V1_CASES = [
     pytest.param(raw(v1(max_tokens="10")), JSON, 400, "invalid_request", id="max_tokens-string"),
     pytest.param(raw(v1(max_completion_tokens=True)), JSON, 400, "invalid_request", id="max_completion_tokens-true"),
     pytest.param(raw(v1(stream="yes")), JSON, 400, "invalid_request", id="stream-string"),
-    pytest.param(raw(v1(stream=True, stream_options="usage")), JSON, 400, "invalid_request", id="stream_options-string"),
+    pytest.param(
+        raw(v1(stream=True, stream_options="usage")), JSON, 400, "invalid_request", id="stream_options-string"
+    ),
     pytest.param(raw(v1(model=42)), JSON, 400, "invalid_request", id="model-number"),
     pytest.param(raw(v1(model="nowhere/x")), JSON, 404, "model_not_found", id="provider-unknown"),
     pytest.param(raw(v1(model="demo/unknown")), JSON, 404, "model_not_found", id="demo-unknown"),
@@ -331,6 +364,7 @@ def test_v1_refuses_bad_bodies_in_openai_shape(client, data, content_type, statu
 
 
 # -- routing ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", ["/api/chat", "/v1/chat/completions"])
 def test_get_on_a_post_only_route_is_405_json(client, path):
@@ -405,7 +439,7 @@ def test_nasty_bodies_on_the_real_server(server, fake_ollama):
 
         with ThreadPoolExecutor(4) as pool:
             responses = list(pool.map(lambda case: _post_raw(server.url, case[0], case[1]), SERVER_CASES))
-        for (data, _, status, code), response in zip(SERVER_CASES, responses):
+        for (data, _, status, code), response in zip(SERVER_CASES, responses, strict=True):
             assert_no_trace(response.content)
             assert response.status_code == status, (data[:40], response.content)
             assert response.headers["Content-Type"].startswith(JSON)
@@ -427,10 +461,12 @@ def test_nasty_bodies_on_the_real_server(server, fake_ollama):
 
     assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
     # The worker answered every request itself: nothing crashed and rebooted.
-    ok = requests.post(server.url + "/api/chat", json=chat(messages=[{"role": "user", "content": "still here"}]), timeout=10)
+    ok = requests.post(
+        server.url + "/api/chat", json=chat(messages=[{"role": "user", "content": "still here"}]), timeout=10
+    )
     assert ok.status_code == 200 and ok.json()["message"]["content"] == answer("still here")
     server.wait_idle()
-    new_log = server.log()[len(log_before):]
+    new_log = server.log()[len(log_before) :]
     assert "Traceback" not in new_log
     assert "[ERROR]" not in new_log
     assert _booted_workers(new_log) == 0
@@ -452,7 +488,7 @@ def test_lone_surrogates_on_the_real_server(server):
             problems.append(f"{param.id}: {response.status_code} {response.content!r}")
     assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
     server.wait_idle()
-    if "Traceback" in server.log()[len(log_before):]:
+    if "Traceback" in server.log()[len(log_before) :]:
         problems.append("a Traceback in the gunicorn log")
     assert not problems, "\n".join(problems)
 
@@ -462,7 +498,8 @@ def test_garbage_http_does_not_kill_the_worker(server):
     host, port = server.url.removeprefix("http://").split(":")
     for payload in (
         b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
-        b"POST /api/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\nzz\r\n",
+        b"POST /api/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: application/json\r\n\r\nzz\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,  # a TLS hello on the plain port
     ):
         with socket.create_connection((host, int(port)), timeout=5) as sock:

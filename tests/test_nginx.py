@@ -13,6 +13,7 @@ Needs Debian's ``nginx`` package (``make system-deps`` installs it).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -54,6 +55,7 @@ def chat(model: str, content: str = "hi", **extra) -> dict:
 
 
 # -- nginx in tmp_path ------------------------------------------------------------
+
 
 def render_site(upstream: str, listen: str, log_dir: Path) -> str:
     """The shipped site file with the upstream, listen address and log directory replaced."""
@@ -135,8 +137,12 @@ def start_nginx(prefix: Path, upstream: str) -> Nginx:
     env = {**os.environ, "NGINX": f"{listener.fileno()};"}
     with open(prefix / "nginx.out", "wb") as out:
         process = subprocess.Popen(
-            nginx_cmd(prefix), env=env, pass_fds=(listener.fileno(),),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            nginx_cmd(prefix),
+            env=env,
+            pass_fds=(listener.fileno(),),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     listener.close()
     proxy = Nginx(f"http://127.0.0.1:{port}", port, prefix, process)
@@ -167,6 +173,7 @@ def nginx(server, tmp_path_factory) -> Iterator[Nginx]:
 
 # -- the file itself -----------------------------------------------------------------
 
+
 def test_nginx_t_accepts_the_shipped_site(tmp_path):
     write_prefix(tmp_path, "127.0.0.1:8000", "127.0.0.1:8080")
     result = subprocess.run(nginx_cmd(tmp_path, "-t"), capture_output=True, text=True, timeout=30)
@@ -184,7 +191,7 @@ TOKENS = [f"tok{i:02d} " for i in range(10)]
 def assert_paced(arrivals: list[float]) -> None:
     """Each token arrived about when the upstream sent it (200 ms apart), not bunched up."""
     assert len(arrivals) == len(TOKENS)
-    gaps = [round(b - a, 3) for a, b in zip(arrivals, arrivals[1:])]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(arrivals)]
     assert all(0.1 < gap < 0.6 for gap in gaps), f"gaps between tokens: {gaps}"
 
 
@@ -232,6 +239,7 @@ def test_ndjson_and_text_streams_arrive_as_sent(nginx, fake_ollama, accept):
 
 # -- WebSocket -----------------------------------------------------------------------
 
+
 def test_websocket_through_nginx(nginx):
     ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{nginx.port}/ws")
     try:
@@ -249,6 +257,7 @@ def test_websocket_through_nginx(nginx):
 
 
 # -- resume --------------------------------------------------------------------------
+
 
 def test_resume_through_nginx_gets_exactly_the_rest(nginx):
     r = requests.post(nginx.url + "/api/generations", json=chat("demo/echo", "one two three four five"), timeout=10)
@@ -268,9 +277,10 @@ def test_resume_through_nginx_gets_exactly_the_rest(nginx):
 
 # -- a client that leaves --------------------------------------------------------------
 
+
 def test_client_disconnect_mid_stream_closes_the_upstream(nginx, server, fake_ollama):
     fake_ollama.push(Script(tokens=["t"] * 1000, delay_s=0.05))
-    with open_events(nginx.url + "/api/chat", chat("ollama/llama3")) as (response, events):
+    with open_events(nginx.url + "/api/chat", chat("ollama/llama3")) as (_, events):
         seen = [json.loads(next(events).data)["type"] for _ in range(3)]
         assert seen == ["start", "delta", "delta"]
         closed = time.monotonic()
@@ -285,7 +295,8 @@ def test_client_disconnect_while_held_closes_the_upstream(nginx, server, fake_ol
     sock = socket.create_connection(("127.0.0.1", nginx.port), timeout=10)
     sock.sendall(
         b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+        + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
     )
     fake_ollama.wait_requests(1)
     closed = time.monotonic()
@@ -295,6 +306,7 @@ def test_client_disconnect_while_held_closes_the_upstream(nginx, server, fake_ol
 
 
 # -- body size -------------------------------------------------------------------------
+
 
 def sized_body(size: int) -> bytes:
     """A JSON chat body of exactly ``size`` bytes with an unknown role (Sluice answers 400 if it gets it)."""
@@ -319,13 +331,14 @@ def test_chunked_body_over_the_limit_is_413(nginx):
     def chunks() -> Iterator[bytes]:
         body = sized_body(LIMIT + 64 * 1024)
         for i in range(0, len(body), 64 * 1024):
-            yield body[i:i + 64 * 1024]
+            yield body[i : i + 64 * 1024]
 
     r = requests.post(nginx.url + "/api/chat", data=chunks(), headers={"Content-Type": "application/json"}, timeout=30)
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
 
 
 # -- request id ------------------------------------------------------------------------
+
 
 def sluice_log_lines(server) -> list[dict]:
     lines = []
@@ -369,6 +382,7 @@ def test_request_id_reaches_sluice_log_and_response(nginx, server, sent, expecte
 
 
 # -- gunicorn down -----------------------------------------------------------------------
+
 
 def test_gunicorn_down_is_a_json_503_with_retry_after(tmp_path):
     spare = socket.socket()

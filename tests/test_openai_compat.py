@@ -43,6 +43,7 @@ def finish_reasons(chunks: list[ChatCompletionChunk]) -> list[str]:
 
 # -- demo/echo -------------------------------------------------------------------
 
+
 def test_streaming_with_usage(sdk):
     chunks = list(
         sdk.chat.completions.create(
@@ -170,6 +171,7 @@ def test_models_list(sdk, fake_ollama, fake_openai):
 
 # -- typed exceptions -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("stream", [True, False])
 @pytest.mark.parametrize("model", ["nowhere/x", "demo/unknown", "ollama/nope", "openai/nope"])
 def test_unknown_model_is_not_found_error(sdk, fake_ollama, fake_openai, model, stream):
@@ -237,6 +239,7 @@ def test_upstream_error_mid_answer_without_streaming_is_502(sdk, fake_ollama, fa
 
 # -- the bytes on the wire -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("include_usage", [True, False])
 def test_raw_stream_bytes(server, include_usage):
     body = {"model": "demo/echo", "messages": user(), "stream": True}
@@ -253,7 +256,7 @@ def test_raw_stream_bytes(server, include_usage):
     chunks = []
     for block in blocks[:-1]:
         assert block.startswith(b"data: ") and b"\n" not in block, block
-        chunks.append(json.loads(block[len(b"data: "):]))
+        chunks.append(json.loads(block[len(b"data: ") :]))
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert len({c["id"] for c in chunks}) == 1 and chunks[0]["id"].startswith("chatcmpl-")
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"

@@ -119,8 +119,11 @@ def assert_quiet_log(log: str, workers: int = 2) -> None:
 @pytest.mark.parametrize("outage", ["killed", "hung"])
 def test_redis_outage_ends_streams_with_generation_lost_and_refuses_with_503(start_server, redis_server, outage):
     srv = start_server(
-        workers=2, SLUICE_REDIS_URL=redis_server.url, SLUICE_REDIS_TIMEOUT_S=str(TIMEOUT_S),
-        SLUICE_DEMO_DELAY_MS="20", SLUICE_RATE_LIMIT="10000/minute",
+        workers=2,
+        SLUICE_REDIS_URL=redis_server.url,
+        SLUICE_REDIS_TIMEOUT_S=str(TIMEOUT_S),
+        SLUICE_DEMO_DELAY_MS="20",
+        SLUICE_RATE_LIMIT="10000/minute",
     )
     followers = in_flight(srv.url)
     pid = redis_server.process.pid

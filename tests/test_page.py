@@ -152,7 +152,10 @@ def tab(browser, page_server) -> Iterator[Tab]:
 def test_answer_streams_token_by_token_and_renders_markdown(tab: Tab) -> None:
     tab.open()
     tab.screenshot("empty")
-    message = "Show me a loop, please:\n```python\nfor i in range(3):\n    print(i)\n```\nand then a short summary of what it does in plain words"
+    message = (
+        "Show me a loop, please:\n```python\nfor i in range(3):\n    print(i)\n```\n"
+        "and then a short summary of what it does in plain words"
+    )
     tab.send(message)
 
     body = tab.answer().locator(".md")
@@ -282,18 +285,19 @@ def test_reload_mid_answer_resumes_without_gap_or_repeat(tab: Tab, fake_ollama: 
 def test_model_output_cannot_run_script_or_load_anything(tab: Tab, fake_ollama: FakeOllama) -> None:
     probe = tab.base_url + "/xss-probe"
     payload = [
-        "<scr", "ipt>window.__pwned = 1; alert(1)</script>\n\n",
-        f"<img src={probe}-img onerror=\"window.__pwned = 2; alert(2)\">\n\n",
+        "<scr",
+        "ipt>window.__pwned = 1; alert(1)</script>\n\n",
+        f'<img src={probe}-img onerror="window.__pwned = 2; alert(2)">\n\n',
         "[click me](javascript:window.__pwned=3)\n\n",
-        "<a href=\"javascript:window.__pwned=4\">raw link</a>\n\n",
+        '<a href="javascript:window.__pwned=4">raw link</a>\n\n',
         f"![pixel]({probe}-pixel)\n\n",
-        f"<iframe src=\"{probe}-frame\"></iframe>\n\n",
-        "<svg onload=\"window.__pwned=5\"></svg> end",
+        f'<iframe src="{probe}-frame"></iframe>\n\n',
+        '<svg onload="window.__pwned=5"></svg> end',
     ]
     fake_ollama.push(Script(tokens=payload))
     tab.open()
     tab.choose_model("ollama/llama3:latest")
-    tab.send("<img src=x onerror=\"window.__pwned=6\"> say something dangerous")
+    tab.send('<img src=x onerror="window.__pwned=6"> say something dangerous')
     answer = tab.wait_answer("done")
     expect(answer.locator(".md")).to_contain_text("end")
     for link in answer.locator(".md a:not([href^='http'])").all():
@@ -361,7 +365,9 @@ def test_upstream_failure_shows_the_error_and_retry_works(tab: Tab, fake_ollama:
 
 def test_api_key_is_asked_for_and_sent(browser, start_server) -> None:
     server = start_server(SLUICE_API_KEYS="page-test-key", SLUICE_DEMO_DELAY_MS="5")
-    probe = requests.post(server.url + "/api/generations", json={"messages": [{"role": "user", "content": "x"}]}, timeout=5)
+    probe = requests.post(
+        server.url + "/api/generations", json={"messages": [{"role": "user", "content": "x"}]}, timeout=5
+    )
     assert probe.status_code == 401
     tab = Tab(browser, server.url)
     try:
@@ -388,8 +394,14 @@ def test_api_key_is_asked_for_and_sent(browser, start_server) -> None:
 def test_dark_theme_and_phone_width(browser, page_server) -> None:
     dark = Tab(browser, page_server.url, color_scheme="dark")
     phone = Tab(
-        browser, page_server.url, color_scheme="dark", viewport={"width": 375, "height": 740},
-        is_mobile=True, has_touch=True, device_scale_factor=2, reduced_motion="reduce",
+        browser,
+        page_server.url,
+        color_scheme="dark",
+        viewport={"width": 375, "height": 740},
+        is_mobile=True,
+        has_touch=True,
+        device_scale_factor=2,
+        reduced_motion="reduce",
     )
     try:
         for tab in (dark, phone):
@@ -481,10 +493,22 @@ def test_keyboard_reaches_every_control(tab: Tab) -> None:
     seen = []
     for _ in range(20):
         tab.page.keyboard.press("Tab")
-        seen.append(tab.page.evaluate(
-            "() => document.activeElement.id || document.activeElement.getAttribute('aria-label')"
-            " || document.activeElement.textContent.trim()"
-        ))
-    for control in ("Skip to the message box", "new-chat", "hello", "Rename “hello”", "model",
-                    "Edit and resend this message", "Copy this answer", "Regenerate this answer", "prompt", "send"):
+        seen.append(
+            tab.page.evaluate(
+                "() => document.activeElement.id || document.activeElement.getAttribute('aria-label')"
+                " || document.activeElement.textContent.trim()"
+            )
+        )
+    for control in (
+        "Skip to the message box",
+        "new-chat",
+        "hello",
+        "Rename “hello”",
+        "model",
+        "Edit and resend this message",
+        "Copy this answer",
+        "Regenerate this answer",
+        "prompt",
+        "send",
+    ):
         assert control in seen, (control, seen)

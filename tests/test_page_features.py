@@ -93,7 +93,9 @@ def noise_png(path: Path, width: int, height: int) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -314,7 +316,10 @@ def test_content_filter_and_refusal_are_shown_as_such(tab: Tab, fake_openai: Fak
 
 def test_tool_call_is_a_card(tab: Tab, fake_openai: FakeOpenAI) -> None:
     fake_openai.push(
-        Script(tokens=[], tool_calls=[{"id": "call_w1", "name": "get_weather", "arguments": '{"city":"Paris","unit":"celsius"}'}])
+        Script(
+            tokens=[],
+            tool_calls=[{"id": "call_w1", "name": "get_weather", "arguments": '{"city":"Paris","unit":"celsius"}'}],
+        )
     )
     tab.open()
     tab.choose_model(OPENAI)
@@ -327,7 +332,9 @@ def test_tool_call_is_a_card(tab: Tab, fake_openai: FakeOpenAI) -> None:
     tab.screenshot("tool-call")
     stored = tab.page.evaluate(STORED_OPEN)["messages"][1]
     assert stored["finishReason"] == "tool_calls"
-    assert stored["toolCalls"] == [{"index": 0, "id": "call_w1", "name": "get_weather", "arguments": '{"city":"Paris","unit":"celsius"}'}]
+    assert stored["toolCalls"] == [
+        {"index": 0, "id": "call_w1", "name": "get_weather", "arguments": '{"city":"Paris","unit":"celsius"}'}
+    ]
 
 
 def test_generation_started_through_the_api_is_followed_by_id(tab: Tab, fake_openai: FakeOpenAI) -> None:
@@ -386,7 +393,12 @@ def test_thoughts_tool_calls_and_refusals_stay_inert(tab: Tab, fake_openai: Fake
     expect(answer.locator(".refusal-text")).to_have_text(html)
     expect(answer.locator(".tool-name")).to_have_text(f"<b>{html}</b>")
     assert tab.page.evaluate("() => window.__pwned") is None
-    assert tab.page.evaluate("() => document.querySelectorAll('#messages script, #messages .bubble img, #messages b').length") == 0
+    assert (
+        tab.page.evaluate(
+            "() => document.querySelectorAll('#messages script, #messages .bubble img, #messages b').length"
+        )
+        == 0
+    )
     assert not [url for url in tab.requests if "xss-probe" in url]
 
 
@@ -558,15 +570,23 @@ def test_export_then_import_gives_back_the_same_conversation(tab: Tab, fake_open
 # ---------------------------------------------------------------- comfort
 
 
-def test_phone_width_dark_theme_and_keyboard(browser, page_server, fake_openai: FakeOpenAI) -> None:  # noqa: F811
+def test_phone_width_dark_theme_and_keyboard(browser, page_server, fake_openai: FakeOpenAI) -> None:
     phone = Tab(
-        browser, page_server.url, color_scheme="dark", viewport={"width": 375, "height": 740},
-        is_mobile=True, has_touch=True, device_scale_factor=2, reduced_motion="reduce",
+        browser,
+        page_server.url,
+        color_scheme="dark",
+        viewport={"width": 375, "height": 740},
+        is_mobile=True,
+        has_touch=True,
+        device_scale_factor=2,
+        reduced_motion="reduce",
     )
     try:
         phone.open()
         phone.choose_model(OPENAI)
-        fake_openai.push(Script(reasoning=["Looking at the picture. ", "It is a gradient."], tokens=["A gradient."], delay_s=0.02))
+        fake_openai.push(
+            Script(reasoning=["Looking at the picture. ", "It is a gradient."], tokens=["A gradient."], delay_s=0.02)
+        )
         phone.page.evaluate(PASTE, {"name": "gradient.png", "width": 800, "height": 500})
         expect(phone.page.locator("#attachments .chip")).to_have_count(1)
         phone.send("What is it?")

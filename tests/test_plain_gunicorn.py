@@ -40,7 +40,8 @@ def _answers(port: int) -> bool:
 def plain_gunicorn(tmp_path):
     port = _free_port()
     env = {
-        k: v for k, v in os.environ.items()
+        k: v
+        for k, v in os.environ.items()
         if not k.startswith(("SLUICE_", "OLLAMA_", "OPENAI_", "GUNICORN_", "WEB_CONCURRENCY", "PROMETHEUS_"))
     }
     # The address through Sluice's own setting: the command line stays bare.
@@ -48,7 +49,12 @@ def plain_gunicorn(tmp_path):
     log_path = tmp_path / "gunicorn.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [GUNICORN, "wsgi:app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [GUNICORN, "wsgi:app"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         wait_until(lambda: process.poll() is not None or _answers(port), 30, "gunicorn to serve")

@@ -9,7 +9,6 @@ import random
 import signal
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
@@ -41,7 +40,7 @@ def make_client(fake_ollama, fake_openai):
 
     yield make
     for application in apps:
-        wait_until(lambda: not application.extensions["sluice"].running, 5, "generations to end")
+        wait_until(lambda app=application: not app.extensions["sluice"].running, 5, "generations to end")
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -50,13 +49,16 @@ def bearer(key: str) -> dict[str, str]:
 
 # -- API keys -------------------------------------------------------------------
 
+
 def test_api_keys_guard_api_routes_only(make_client, tmp_path: Path):
     keys_file = tmp_path / "keys"
     keys_file.write_text("# ops team\nk-file\n\n")
     client = make_client(SLUICE_API_KEYS="k1, k2", SLUICE_API_KEYS_FILE=str(keys_file))
     for headers in ({}, bearer("wrong"), {"Authorization": "Basic azE6"}, {"Authorization": "Bearer "}):
         r = client.post("/api/chat", json=CHAT, headers=headers)
-        assert r.status_code == 401 and r.json == {"error": {"code": "unauthorized", "message": "A valid API key is required."}}
+        assert r.status_code == 401 and r.json == {
+            "error": {"code": "unauthorized", "message": "A valid API key is required."}
+        }
     for key in ("k1", "k2", "k-file"):
         assert client.post("/api/chat", json={**CHAT, "stream": False}, headers=bearer(key)).status_code == 200
     for path in ("/healthz", "/readyz", "/", "/openapi.json"):
@@ -98,12 +100,16 @@ def test_metrics_have_their_own_key(make_client):
 
 # -- CORS -------------------------------------------------------------------------
 
+
 def test_cors_allow_list(make_client):
     client = make_client(SLUICE_CORS_ORIGINS="https://app.example, https://other.example")
     preflight = client.options(
         "/api/chat",
-        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "content-type, authorization, last-event-id"},
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, authorization, last-event-id",
+        },
     )
     assert preflight.status_code == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
@@ -115,10 +121,14 @@ def test_cors_allow_list(make_client):
     r = client.post("/api/chat", json=CHAT, headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in r.headers
     r.get_data()
-    assert "Access-Control-Allow-Origin" not in make_client().get("/healthz", headers={"Origin": "https://app.example"}).headers
+    assert (
+        "Access-Control-Allow-Origin"
+        not in make_client().get("/healthz", headers={"Origin": "https://app.example"}).headers
+    )
 
 
 # -- rate and concurrency limits ------------------------------------------------------
+
 
 def test_rate_limit_per_key_with_retry_after_and_never_on_health(make_client):
     client = make_client(SLUICE_RATE_LIMIT="3/minute", SLUICE_API_KEYS="a,b")
@@ -165,13 +175,16 @@ def test_rate_limit_is_shared_by_workers_through_redis(start_server, tmp_path):
         srv = start_server(workers=2, SLUICE_REDIS_URL=redis_server.url, SLUICE_RATE_LIMIT="5/minute")
         statuses = []
         for _ in range(10):  # a new connection each time: either worker may answer
-            statuses.append(requests.get(srv.url + "/api/models", headers={"Connection": "close"}, timeout=10).status_code)
+            statuses.append(
+                requests.get(srv.url + "/api/models", headers={"Connection": "close"}, timeout=10).status_code
+            )
         assert statuses.count(200) == 5 and statuses.count(429) == 5
     finally:
         redis_server.stop()
 
 
 # -- retries, fallbacks, faults ----------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_429_then_success_is_retried_before_the_first_token(server, fake_ollama):
@@ -203,8 +216,11 @@ def test_fallback_model_serves_when_the_first_fails(start_server, fake_ollama, f
 def test_upstream_faults_end_with_an_error_event_and_spare_a_concurrent_stream(server, fake_ollama, script):
     fake_ollama.push(script)
     healthy: list[dict] = []
-    thread = threading.Thread(target=lambda: healthy.extend(read_events(server.url + "/api/chat", {
-        "messages": [{"role": "user", "content": "healthy " * 40}]})))
+    thread = threading.Thread(
+        target=lambda: healthy.extend(
+            read_events(server.url + "/api/chat", {"messages": [{"role": "user", "content": "healthy " * 40}]})
+        )
+    )
     thread.start()
     events = read_events(server.url + "/api/chat", {**CHAT, "model": "ollama/llama3"}, timeout=60)
     thread.join(30)
@@ -216,20 +232,32 @@ def test_upstream_faults_end_with_an_error_event_and_spare_a_concurrent_stream(s
 
 # -- observability ----------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_request_id_and_one_json_log_line_per_request(server):
-    with requests.post(server.url + "/api/chat", json=CHAT, headers={"X-Request-ID": "req-from-nginx-42"}, stream=True, timeout=10) as r:
+    with requests.post(
+        server.url + "/api/chat", json=CHAT, headers={"X-Request-ID": "req-from-nginx-42"}, stream=True, timeout=10
+    ) as r:
         assert r.headers["X-Request-ID"] == "req-from-nginx-42"
-        r.content
+        assert r.content is not None  # the whole body read before the log line is looked for
     generated = requests.get(server.url + "/healthz", timeout=5).headers["X-Request-ID"]
     assert len(generated) == 32
-    line = wait_until(lambda: next((l for l in server.log().splitlines() if "req-from-nginx-42" in l), None), 5, "log line")
+    line = wait_until(
+        lambda: next((line for line in server.log().splitlines() if "req-from-nginx-42" in line), None), 5, "log line"
+    )
     record = json.loads(line)
     assert record["status"] == 200 and record["model"] == "demo/echo" and record["outcome"] == "stop"
     assert record["tokens"] == 14  # demo/echo's answer to "hi" is 14 pieces
-    assert record["ttft_ms"] >= 0 and record["duration_ms"] >= record["ttft_ms"] and record["generation"].startswith("gen_")
+    assert (
+        record["ttft_ms"] >= 0
+        and record["duration_ms"] >= record["ttft_ms"]
+        and record["generation"].startswith("gen_")
+    )
     for bogus in ("x" * 500, "two words", "<script>"):
-        assert requests.get(server.url + "/healthz", headers={"X-Request-ID": bogus}, timeout=5).headers["X-Request-ID"] != bogus
+        assert (
+            requests.get(server.url + "/healthz", headers={"X-Request-ID": bogus}, timeout=5).headers["X-Request-ID"]
+            != bogus
+        )
 
 
 def test_metrics_count_streams_tokens_and_errors(make_client):
@@ -271,7 +299,9 @@ def test_metrics_are_summed_over_workers(start_server, tmp_path):
     try:
         srv = start_server(workers=2, SLUICE_REDIS_URL=redis_server.url)
         for _ in range(6):
-            requests.post(srv.url + "/api/chat", json={**CHAT, "stream": False}, headers={"Connection": "close"}, timeout=10)
+            requests.post(
+                srv.url + "/api/chat", json={**CHAT, "stream": False}, headers={"Connection": "close"}, timeout=10
+            )
         text = requests.get(srv.url + "/metrics", timeout=5).text
         assert 'sluice_streams_started_total{provider="demo"} 6.0' in text
     finally:
@@ -286,6 +316,7 @@ def test_openapi_document_lists_the_routes(make_client):
 
 
 # -- graceful shutdown and leaks ------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_sigterm_during_50_live_streams_ends_each_with_done_or_shutting_down(start_server):
@@ -332,8 +363,11 @@ def test_random_disconnects_and_a_client_that_never_reads_leak_nothing(start_ser
     fds_before = _open_fds(worker)
     host, port = srv.url.removeprefix("http://").split(":")
     payload = json.dumps({"messages": [{"role": "user", "content": "tok " * 200}]}).encode()
-    request = (b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+    request = (
+        b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
 
     def one(seed: int) -> None:
         rng = random.Random(seed)
@@ -351,8 +385,11 @@ def test_random_disconnects_and_a_client_that_never_reads_leak_nothing(start_ser
     never_reads.connect((host, int(port)))
     # A 10 MB answer: more than the kernel's socket buffers hold, so the writes stall.
     big = json.dumps({"messages": [{"role": "user", "content": ("x" * 100_000 + " ") * 100}]}).encode()
-    never_reads.sendall(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                        + f"Content-Length: {len(big)}\r\n\r\n".encode() + big)
+    never_reads.sendall(
+        b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(big)}\r\n\r\n".encode()
+        + big
+    )
     with ThreadPoolExecutor(max_workers=50) as pool:
         list(pool.map(one, range(1000)))
     srv.wait_idle(20)  # the never-reading client was dropped after SLUICE_SEND_TIMEOUT_S too
@@ -362,6 +399,7 @@ def test_random_disconnects_and_a_client_that_never_reads_leak_nothing(start_ser
 
 
 # -- fuzzed input -------------------------------------------------------------------------
+
 
 def test_fuzzed_bodies_never_give_5xx_a_trace_or_a_secret(make_client):
     from hypothesis import HealthCheck, given, settings
@@ -375,10 +413,21 @@ def test_fuzzed_bodies_never_give_5xx_a_trace_or_a_secret(make_client):
     )
     bodies = st.one_of(
         json_values.map(json.dumps),
-        st.fixed_dictionaries({"messages": st.lists(st.fixed_dictionaries(
-            {"role": st.sampled_from(["user", "system", "assistant", "tool", ""]), "content": json_values}), max_size=3)},
-            optional={"model": st.sampled_from(["demo/echo", "x/y", "", "demo/"]) | st.text(max_size=10),
-                      "options": json_values, "stream": json_values}).map(json.dumps),
+        st.fixed_dictionaries(
+            {
+                "messages": st.lists(
+                    st.fixed_dictionaries(
+                        {"role": st.sampled_from(["user", "system", "assistant", "tool", ""]), "content": json_values}
+                    ),
+                    max_size=3,
+                )
+            },
+            optional={
+                "model": st.sampled_from(["demo/echo", "x/y", "", "demo/"]) | st.text(max_size=10),
+                "options": json_values,
+                "stream": json_values,
+            },
+        ).map(json.dumps),
         st.binary(max_size=64).map(lambda b: b.decode("latin-1")),
     )
     paths = st.sampled_from(["/api/chat", "/api/generations", "/v1/chat/completions"])
@@ -403,24 +452,41 @@ def test_fuzzed_query_strings_ids_and_headers_never_give_5xx_a_trace_or_a_secret
     from hypothesis import strategies as st
 
     client = make_client(SLUICE_API_KEYS="sk-fuzz-secret", SLUICE_DEMO_DELAY_MS="0")
-    started = client.post("/api/generations", json={**CHAT, "options": {"max_tokens": 3}}, headers=bearer("sk-fuzz-secret"))
+    started = client.post(
+        "/api/generations", json={**CHAT, "options": {"max_tokens": 3}}, headers=bearer("sk-fuzz-secret")
+    )
     real_id = started.json["id"]
     text = st.text(max_size=24)
     ids = st.one_of(st.just(real_id), text.filter(lambda s: s not in ("", ".", "..")).map(lambda s: quote(s, safe="")))
     requests_ = st.one_of(
-        st.tuples(st.just("GET"), st.just("/stream"),
-                  st.fixed_dictionaries({}, optional={"prompt": text, "model": text, "max_tokens": text})),
+        st.tuples(
+            st.just("GET"),
+            st.just("/stream"),
+            st.fixed_dictionaries({}, optional={"prompt": text, "model": text, "max_tokens": text}),
+        ),
         st.tuples(st.just("GET"), ids.map(lambda i: f"/api/generations/{i}"), st.just({})),
-        st.tuples(st.just("GET"), ids.map(lambda i: f"/api/generations/{i}/events"),
-                  st.fixed_dictionaries({}, optional={"after": text})),
+        st.tuples(
+            st.just("GET"),
+            ids.map(lambda i: f"/api/generations/{i}/events"),
+            st.fixed_dictionaries({}, optional={"after": text}),
+        ),
         st.tuples(st.just("DELETE"), ids.map(lambda i: f"/api/generations/{i}"), st.just({})),
-        st.tuples(st.sampled_from(["GET", "PUT", "PATCH"]), st.sampled_from(["/api/chat", "/v1/models", "/api/models"]),
-                  st.just({})),
+        st.tuples(
+            st.sampled_from(["GET", "PUT", "PATCH"]),
+            st.sampled_from(["/api/chat", "/v1/models", "/api/models"]),
+            st.just({}),
+        ),
     )
-    headers = st.fixed_dictionaries({}, optional={
-        "Last-Event-ID": text, "Accept": text, "Origin": text, "X-Request-ID": text,
-        "Authorization": st.one_of(text, st.just("Bearer sk-fuzz-secret"), text.map(lambda t: "Bearer " + t)),
-    })
+    headers = st.fixed_dictionaries(
+        {},
+        optional={
+            "Last-Event-ID": text,
+            "Accept": text,
+            "Origin": text,
+            "X-Request-ID": text,
+            "Authorization": st.one_of(text, st.just("Bearer sk-fuzz-secret"), text.map(lambda t: "Bearer " + t)),
+        },
+    )
 
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
     @given(request=requests_, extra=headers)

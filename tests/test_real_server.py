@@ -61,7 +61,10 @@ def test_stop_stops(sdk):
     chunks = sdk.chat.completions.create(
         model="openai/smollm",
         messages=[{"role": "user", "content": "Count from 1 to 12, separated by commas."}],
-        stop=["5"], max_tokens=80, temperature=0, stream=True,
+        stop=["5"],
+        max_tokens=80,
+        temperature=0,
+        stream=True,
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "5" not in text and "12" not in text
@@ -70,8 +73,11 @@ def test_stop_stops(sdk):
 def test_a_fixed_seed_repeats(sdk):
     def ask() -> str:
         reply = sdk.chat.completions.create(
-            model="openai/smollm", messages=[{"role": "user", "content": "Invent a name for a cat."}],
-            seed=1234, temperature=1.0, max_tokens=20,
+            model="openai/smollm",
+            messages=[{"role": "user", "content": "Invent a name for a cat."}],
+            seed=1234,
+            temperature=1.0,
+            max_tokens=20,
         )
         return reply.choices[0].message.content or ""
 
@@ -81,11 +87,19 @@ def test_a_fixed_seed_repeats(sdk):
 
 def test_sluice_body_reaches_the_server_too(start_server):
     server = start_server(OPENAI_BASE_URL=URL, OPENAI_API_KEY="unused", SLUICE_FIRST_TOKEN_TIMEOUT_S="120")
-    reply = requests.post(server.url + "/api/chat", json={
-        "model": "openai/smollm", "stream": False,
-        "messages": [{"role": "user", "content": "Mara is 25. Reply with her name and age as JSON."}],
-        "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": Person.model_json_schema()}},
-        "options": {"max_tokens": 100, "temperature": 0},
-    }, timeout=120).json()
+    reply = requests.post(
+        server.url + "/api/chat",
+        json={
+            "model": "openai/smollm",
+            "stream": False,
+            "messages": [{"role": "user", "content": "Mara is 25. Reply with her name and age as JSON."}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "person", "schema": Person.model_json_schema()},
+            },
+            "options": {"max_tokens": 100, "temperature": 0},
+        },
+        timeout=120,
+    ).json()
     assert reply["finish_reason"] == "stop", reply
     Person.model_validate(json.loads(reply["message"]["content"]))

@@ -159,7 +159,13 @@ ENCODE_CASES = [
     pytest.param("🙂", None, None, "data: 🙂\n\n".encode(), id="emoji"),
     pytest.param("日本語", None, None, "data: 日本語\n\n".encode(), id="cjk"),
     pytest.param("👩‍👩‍👧 ü\u0301", None, None, "data: 👩‍👩‍👧 ü\u0301\n\n".encode(), id="zwj-and-combining"),
-    pytest.param("a\u2028b\u2029c\x85d", None, None, "data: a\u2028b\u2029c\x85d\n\n".encode(), id="unicode-separators-are-not-line-breaks"),
+    pytest.param(
+        "a\u2028b\u2029c\x85d",
+        None,
+        None,
+        "data: a\u2028b\u2029c\x85d\n\n".encode(),
+        id="unicode-separators-are-not-line-breaks",
+    ),
     pytest.param("nul\x00byte", None, None, b"data: nul\x00byte\n\n", id="nul"),
     pytest.param("x", 0, None, b"id: 0\ndata: x\n\n", id="id-zero"),
     pytest.param("x", 41, "delta", b"id: 41\nevent: delta\ndata: x\n\n", id="id-and-event"),
@@ -435,7 +441,7 @@ def test_classic_stream_error_is_a_named_event_with_the_json_error():
 def test_classic_stream_reads_back_as_onmessage_text_then_done(parse):
     parsed = parse(b"".join(formats.classic_stream(sample_events(), 3000)))
     messages = [p for p in parsed.events if p.type == "message"]
-    assert "".join(p.data for p in messages) == lf("a\nb" "\r\n\n\nid: 99\ndata: forged\n\n" "🙂日本語\u2028\u2029")
+    assert "".join(p.data for p in messages) == lf("a\nb\r\n\n\nid: 99\ndata: forged\n\n🙂日本語\u2028\u2029")
     assert [p.last_event_id for p in messages] == ["1", "2", "3"]
     assert parsed.events[-1] == Parsed("done", "", "4")
     assert [p.type for p in parsed.events].count("done") == 1

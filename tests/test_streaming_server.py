@@ -37,6 +37,7 @@ def assert_one_end(events: list[dict]) -> None:
 
 # -- the happy paths -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("model", ["demo/echo", "ollama/llama3", "openai/gpt-4o-mini"])
 def test_each_provider_streams_start_deltas_done(server, fake_ollama, fake_openai, model):
     events = read_events(server.url + "/api/chat", chat(model, "hello"))
@@ -69,6 +70,7 @@ def test_sse_headers_and_retry_first(server):
 
 
 # -- the hold: fast failures are HTTP statuses ---------------------------------
+
 
 def test_unknown_ollama_model_is_404_before_the_stream(server, fake_ollama):
     r = requests.post(server.url + "/api/chat", json=chat("ollama/nope"), timeout=10)
@@ -136,6 +138,7 @@ def test_first_token_timeout_after_the_hold_is_an_error_event(start_server, fake
 
 # -- after the first byte: error events ---------------------------------------
 
+
 @pytest.mark.parametrize("model", ["ollama/llama3", "openai/gpt-4o-mini"])
 def test_error_mid_stream_is_an_error_event(server, fake_ollama, fake_openai, model):
     fake = fake_ollama if model.startswith("ollama") else fake_openai
@@ -168,13 +171,15 @@ def test_idle_timeout_mid_stream_is_an_error_event_and_closes_upstream(start_ser
 
 # -- disconnects: the upstream is closed within a second, in every phase -------
 
+
 def _raw_request(url: str, body: dict) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
     payload = json.dumps(body).encode()
     sock = socket.create_connection((host, int(port)), timeout=10)
     sock.sendall(
         b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+        + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
     )
     return sock
 
@@ -211,7 +216,7 @@ def test_disconnect_during_silent_wait_after_hold_closes_upstream(start_server, 
 def test_disconnect_mid_stream_closes_upstream(server, fake_ollama, fake_openai, model):
     fake = fake_ollama if model.startswith("ollama") else fake_openai
     fake.push(Script(tokens=["t"] * 1000, delay_s=0.05))
-    with open_events(server.url + "/api/chat", chat(model)) as (response, events):
+    with open_events(server.url + "/api/chat", chat(model)) as (_, events):
         seen = [json.loads(next(events).data)["type"] for _ in range(3)]
         assert seen == ["start", "delta", "delta"]
         closed = time.monotonic()
@@ -228,6 +233,7 @@ def test_demo_stream_stops_when_client_leaves(start_server):
 
 
 # -- load: many streams on one worker, bad input beside them -------------------
+
 
 def test_200_concurrent_streams_all_complete(server):
     prompts = [f"stream {i} ünïcode 🙂\nline" for i in range(200)]
@@ -268,10 +274,12 @@ def test_a_stream_that_never_blocks_lets_another_start(start_server):
 def test_bad_input_does_not_disturb_a_concurrent_stream(server, fake_ollama):
     fake_ollama.push(Script(tokens=[f"{i} " for i in range(30)], delay_s=0.02))
     bad_bodies = [b"{", b"\xff\xfe", b"[" * 100000, b'{"messages": "x"}', b"null"]
-    with open_events(server.url + "/api/chat", chat("ollama/llama3")) as (response, events):
+    with open_events(server.url + "/api/chat", chat("ollama/llama3")) as (_, events):
         first = [json.loads(next(events).data) for _ in range(2)]
         for raw in bad_bodies:
-            r = requests.post(server.url + "/api/chat", data=raw, headers={"Content-Type": "application/json"}, timeout=10)
+            r = requests.post(
+                server.url + "/api/chat", data=raw, headers={"Content-Type": "application/json"}, timeout=10
+            )
             assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
         rest = [json.loads(e.data) for e in events]
     events = first + rest
@@ -282,7 +290,7 @@ def test_bad_input_does_not_disturb_a_concurrent_stream(server, fake_ollama):
 def test_over_max_streams_is_503_overloaded_and_the_slot_comes_back(start_server, fake_ollama):
     srv = start_server(SLUICE_MAX_STREAMS="1", SLUICE_HOLD_S="0.1")
     fake_ollama.push(Script(hang_after=0))
-    with open_events(srv.url + "/api/chat", chat("ollama/llama3")) as (response, events):
+    with open_events(srv.url + "/api/chat", chat("ollama/llama3")) as (_, events):
         assert json.loads(next(events).data)["type"] == "start"
         r = requests.post(srv.url + "/api/chat", json=chat("demo/echo"), timeout=10)
         assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"

@@ -8,8 +8,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import ROOT
 
 UNIT = ROOT / "deploy" / "sluice.service"

@@ -15,12 +15,12 @@ from providers.ollama import iter_lines
 from sluice import events, sse
 from sluice.broker import one_by_one
 from sluice.broker.memory import MemoryBroker
-from sluice.ticker import Deadline, Ticker
 from sluice.chat import ChatRequest, Message
 from sluice.config import ConfigError, load_config
 from sluice.errors import GenerationNotFound, ModelNotFound, UpstreamError
 from sluice.events import Event
 from sluice.runner import Limits, run
+from sluice.ticker import Deadline, Ticker
 
 
 def chat(text: str, max_tokens: int | None = None) -> ChatRequest:
@@ -29,6 +29,7 @@ def chat(text: str, max_tokens: int | None = None) -> ChatRequest:
 
 
 # -- demo/echo ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("message", ["", "hi", "  lead and trail  ", "a\nb\r\nc", "日本語 🙂 é", "```py\nx\n```"])
 def test_demo_pieces_join_to_the_documented_answer(message):
@@ -52,7 +53,9 @@ def test_demo_streams_with_usage_and_max_tokens():
     assert "".join(out) == answer("a b c")
     assert stop.value.value == Finish("stop", {"prompt_tokens": 3, "completion_tokens": len(out)})
     limited = list(_drain(provider.stream(chat("a b c", max_tokens=2), "echo", Abort())))
-    assert limited[:-1] == ["a ", "b "] and limited[-1] == Finish("length", {"prompt_tokens": 3, "completion_tokens": 2})
+    assert limited[:-1] == ["a ", "b "] and limited[-1] == Finish(
+        "length", {"prompt_tokens": 3, "completion_tokens": 2}
+    )
 
 
 def test_demo_unknown_model_and_abort_stops_at_once():
@@ -75,6 +78,7 @@ def _drain(stream):
 
 # -- NDJSON lines ---------------------------------------------------------------
 
+
 def test_iter_lines_keeps_utf8_split_across_chunks_whole():
     data = '{"c":"é日🙂"}\n{"c":"x"}\n'.encode()
     for cut in range(1, len(data)):
@@ -90,19 +94,23 @@ def test_iter_lines_splits_on_lf_only_and_refuses_oversized_lines():
 
 # -- config ---------------------------------------------------------------------
 
+
 def test_config_defaults_and_casts():
     config = load_config({})
     assert config["SLUICE_DEFAULT_MODEL"] == "demo/echo" and config["SLUICE_HOLD_S"] == 5.0
     assert load_config({"SLUICE_HEARTBEAT_S": "2.5"})["SLUICE_HEARTBEAT_S"] == 2.5
 
 
-@pytest.mark.parametrize(("key", "value"), [("SLUICE_HOLD_S", "soon"), ("SLUICE_MAX_STREAMS", "-1"), ("SLUICE_MAX_BODY_BYTES", "1.5")])
+@pytest.mark.parametrize(
+    ("key", "value"), [("SLUICE_HOLD_S", "soon"), ("SLUICE_MAX_STREAMS", "-1"), ("SLUICE_MAX_BODY_BYTES", "1.5")]
+)
 def test_config_error_names_the_key(key, value):
     with pytest.raises(ConfigError, match=key):
         load_config({key: value})
 
 
 # -- Abort, registry --------------------------------------------------------------
+
 
 def test_abort_calls_each_closer_once_even_if_registered_late():
     calls = []
@@ -127,6 +135,7 @@ def test_registry_resolves_prefixed_and_bare_names():
 
 
 # -- broker ---------------------------------------------------------------------
+
 
 def _publish_all(broker: MemoryBroker, gid: str, datas: list[dict]) -> None:
     for seq, data in enumerate(datas):
@@ -183,6 +192,7 @@ def test_memory_broker_expires_old_generations_and_bounds_their_number():
 
 # -- ticker ---------------------------------------------------------------------
 
+
 def test_ticker_fires_a_deadline_moved_later_or_added_again_earlier_at_its_new_time_never_a_discarded_one():
     ticker = Ticker(0.01)
     fired: dict[str, float] = {}
@@ -193,6 +203,7 @@ def test_ticker_fires_a_deadline_moved_later_or_added_again_earlier_at_its_new_t
             fired[name] = time.monotonic()
             if name == "later":
                 done.set()
+
         return expire
 
     now = time.monotonic()
@@ -235,6 +246,7 @@ def test_ticker_lets_go_of_a_discarded_deadline_callback_before_its_time():
 
 # -- runner ---------------------------------------------------------------------
 
+
 class _Scripted:
     name = "scripted"
 
@@ -255,7 +267,10 @@ class _Scripted:
         return Finish("stop", {"prompt_tokens": 1, "completion_tokens": 2})
 
 
-def _run(steps, timeouts=Limits(5, 5)) -> list[Event]:
+_LIMITS = Limits(5, 5)
+
+
+def _run(steps, timeouts=_LIMITS) -> list[Event]:
     published: list[Event] = []
     run("gen_x", chat("q"), [(_Scripted(steps), "x")], Abort(), published.append, timeouts, Ticker(0.01))
     return published
@@ -265,7 +280,11 @@ def test_runner_numbers_events_and_ends_with_one_done():
     out = _run(["a", "", "b"])
     assert [e.seq for e in out] == [0, 1, 2, 3]
     assert [e.type for e in out] == ["start", "delta", "delta", "done"]  # empty pieces dropped
-    assert out[-1].data == {"type": "done", "finish_reason": "stop", "usage": {"prompt_tokens": 1, "completion_tokens": 2}}
+    assert out[-1].data == {
+        "type": "done",
+        "finish_reason": "stop",
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2},
+    }
 
 
 def test_runner_maps_failures_to_one_error_event_without_their_text():
@@ -287,7 +306,9 @@ def test_runner_cancel_ends_with_done_cancelled_and_no_invented_usage():
     abort = Abort()
     published: list[Event] = []
     provider = _Scripted(["a", "hang"])
-    thread = threading.Thread(target=run, args=("g", chat("q"), [(provider, "x")], abort, published.append, Limits(5, 5), Ticker()))
+    thread = threading.Thread(
+        target=run, args=("g", chat("q"), [(provider, "x")], abort, published.append, Limits(5, 5), Ticker())
+    )
     thread.start()
     from tests.conftest import wait_until
 
@@ -308,7 +329,15 @@ def test_runner_retries_retryable_failures_before_the_first_token_then_falls_bac
 
     flaky = _Scripted([UpstreamUnavailable()])
     published: list[Event] = []
-    run("g", chat("q"), [(flaky, "x"), (_Scripted(["ok"]), "y")], Abort(), published.append, Limits(5, 5, retries=1), Ticker())
+    run(
+        "g",
+        chat("q"),
+        [(flaky, "x"), (_Scripted(["ok"]), "y")],
+        Abort(),
+        published.append,
+        Limits(5, 5, retries=1),
+        Ticker(),
+    )
     assert [e.type for e in published] == ["start", "delta", "done"] and published[1].data["content"] == "ok"
     # Never after a token: the failure ends the answer.
     out = _run(["a", UpstreamUnavailable()], Limits(5, 5, retries=3))

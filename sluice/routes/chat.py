@@ -80,7 +80,9 @@ def models() -> Response:
     registry = current_app.extensions["sluice"].registry
     catalog = list_models(registry, current_app.config["SLUICE_MODELS_TIMEOUT_S"])
     providers = {
-        name: {"status": "ok"} if name not in catalog.errors else {
+        name: {"status": "ok"}
+        if name not in catalog.errors
+        else {
             "status": "unavailable",
             "error": {"code": catalog.errors[name].code, "message": catalog.errors[name].message},
         }

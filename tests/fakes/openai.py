@@ -128,7 +128,7 @@ class FakeOpenAI(FakeUpstream):
         status: int,
         message: str,
         *,
-        code: str | None | _Default = _DEFAULT,
+        code: str | _Default | None = _DEFAULT,
         param: str | None = None,
     ) -> None:
         """Send OpenAI's error body; ``type``/``code`` follow ``status`` unless ``code`` is given."""
@@ -319,18 +319,18 @@ class FakeOpenAI(FakeUpstream):
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def reasoning_frames(self, ctx: ChatContext, index: int, piece: str) -> list[bytes]:
-        return self._opening(ctx) + [self._chunk(ctx, {ctx.script.reasoning_field: piece})]
+        return [*self._opening(ctx), self._chunk(ctx, {ctx.script.reasoning_field: piece})]
 
     def token_frames(self, ctx: ChatContext, index: int, token: str) -> list[bytes]:
         # The role chunk travels with the first piece (it is not sent before the first-token delay).
         opening = self._opening(ctx)
         logprobs = {"content": [self._logprob_entry(ctx, token)], "refusal": None} if ctx.extra["logprobs"] else None
-        return opening + [self._chunk(ctx, {"content": token}, logprobs=logprobs)]
+        return [*opening, self._chunk(ctx, {"content": token}, logprobs=logprobs)]
 
     def refusal_frames(self, ctx: ChatContext, index: int, piece: str) -> list[bytes]:
         opening = self._opening(ctx)
         logprobs = {"content": None, "refusal": [self._logprob_entry(ctx, piece)]} if ctx.extra["logprobs"] else None
-        return opening + [self._chunk(ctx, {"refusal": piece}, logprobs=logprobs)]
+        return [*opening, self._chunk(ctx, {"refusal": piece}, logprobs=logprobs)]
 
     def _arguments(self, call: dict[str, Any]) -> str:
         args = call.get("arguments", "")

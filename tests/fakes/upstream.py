@@ -346,7 +346,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Keep test output quiet."""
 
 
@@ -472,9 +472,7 @@ class FakeUpstream:
         returns the next disconnect not returned by an earlier call.
         """
         with self._changed:
-            if not self._changed.wait_for(
-                lambda: len(self.disconnects) > self._disconnects_returned, timeout
-            ):
+            if not self._changed.wait_for(lambda: len(self.disconnects) > self._disconnects_returned, timeout):
                 raise TimeoutError(f"no early client disconnect within {timeout}s")
             when = self.disconnects[self._disconnects_returned]
             self._disconnects_returned += 1
