@@ -4,8 +4,9 @@ gunicorn reads ``./gunicorn.conf.py`` by default, so from the checkout plain
 ``gunicorn wsgi:app`` starts Sluice as ``make run``, systemd and the tests do
 (``-c gunicorn.conf.py`` says the same thing explicitly). Every value can be
 overridden on the command line or with ``GUNICORN_CMD_ARGS``. What matters for
-streams, if you start gunicorn without this file (README, "Deploying behind
-nginx"): the gevent worker, ``worker_connections`` and ``keepalive``.
+streams, if you start gunicorn without this file (docs/deploy.md, "gunicorn
+without gunicorn.conf.py"): the gevent worker, ``worker_connections`` and
+``keepalive``.
 """
 
 import os
@@ -20,7 +21,7 @@ os.environ.setdefault("GEVENT_TRACK_GREENLET_TREE", "false")
 # hold the whole worker. Under gevent a stream is a greenlet.
 worker_class = "gevent"
 # One worker per core is the usual shape; the in-process broker serves one worker
-# (see the README on SLUICE_REDIS_URL before raising this).
+# (see docs/deploy.md, "Redis: several workers and hosts", before raising this).
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 # Each open stream is a connection: gunicorn's default of 1000 queues the rest.
 worker_connections = 10000
@@ -100,8 +101,8 @@ def post_worker_init(worker):
 
     # What start-up allocated (modules, the app) is never garbage: keep the
     # collector from walking it again, and let it run less often, so a full
-    # collection does not pause thousands of streams at once (see README,
-    # "Performance"). SLUICE_GC_THRESHOLD=off leaves Python's defaults.
+    # collection does not pause thousands of streams at once (see
+    # docs/performance.md). SLUICE_GC_THRESHOLD=off leaves Python's defaults.
     threshold = os.environ.get("SLUICE_GC_THRESHOLD", "50000,20,100")
     if threshold != "off":
         gc.collect()
@@ -114,7 +115,7 @@ def post_worker_init(worker):
     # p99 lateness of 500 open streams during a 1,000/s burst, and their time to
     # first event, and kept W3's added latency at ~3 ms where 100 gave ~18; only
     # past saturation (5,000 streams starting at 1,000/s) did 100 start them
-    # sooner (README, "Performance"). With several workers gunicorn sets 1.
+    # sooner (docs/performance.md). With several workers gunicorn sets 1.
     from gevent.baseserver import BaseServer
 
     BaseServer.max_accept = int(os.environ.get("SLUICE_MAX_ACCEPT", "10"))

@@ -2,7 +2,7 @@
 
 Every stream runs through these on every event, so each replaces a general
 tool with a narrower one. Each has a one-line contract; the figures behind
-them are in README "Performance" and ``docs/performance/``.
+them are in ``docs/performance.md`` and ``docs/performance/``.
 
 - ``Inbox``: a one-reader queue that parks the reader's greenlet and wakes it
   from the hub, and makes a fast writer wait past ``INBOX_LIMIT`` items

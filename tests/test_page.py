@@ -5,7 +5,7 @@ Python against Sluice under gunicorn + gevent, with the demo provider and the
 fake upstreams. Nothing sleeps: every wait is Playwright's auto-waiting
 ``expect``/``wait_for_function`` or a fake's ``wait_*`` with a deadline.
 Screenshots go to ``tests/artifacts/page/`` (git-ignored); two of them are
-copied by hand to ``docs/screenshots/`` for the README.
+copied by hand to ``docs/screenshots/`` for the documentation.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def closed_port() -> int:
 
 
 def demo_answer(message: str) -> str:
-    """What demo/echo streams back for ``message`` (README: "demo/echo")."""
+    """What demo/echo streams back for ``message`` (docs/api.md, "Models")."""
     footer = f"echo · {len(message)} chars · {len(message.split())} words · ✓ 🙂"
     return f"{message}\n\n```text\n{footer}\n```"
 

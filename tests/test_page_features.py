@@ -6,7 +6,7 @@ and import. Same rules as ``tests/test_page.py`` (whose fixtures and ``Tab``
 this module reuses): Sluice under gunicorn with the demo models and the fake
 upstreams, no sleeps, every wait an auto-waiting ``expect``,
 ``wait_for_function`` or a fake's wait with a deadline. Screenshots go to
-``tests/artifacts/page/``; ``docs/screenshots/`` holds copies for the README.
+``tests/artifacts/page/``; ``docs/screenshots/`` holds copies for the documentation.
 """
 
 from __future__ import annotations

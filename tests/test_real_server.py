@@ -2,7 +2,7 @@
 
 JSON-schema output, ``stop`` and ``seed`` through Sluice must behave as they do
 straight to the server. Skipped cleanly without a server (CI downloads no
-model); the README ("Against a real model server") says how to run one.
+model); docs/testing.md ("Against a real model server") says how to run one.
 """
 
 from __future__ import annotations
