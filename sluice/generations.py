@@ -91,8 +91,8 @@ def _may_run_unshared(request: ChatRequest, detached: bool) -> bool:
     Only when nobody could follow it by id anyway: a tied ``stream: false``
     answer (its id arrives with the end), or any ``/v1`` request (OpenAI's
     clients never resume). A stream that hands out its id, or a background
-    generation, promises a resume the broker alone can keep (README, "Several
-    workers and hosts").
+    generation, promises a resume the broker alone can keep (docs/deploy.md, "Redis:
+    several workers and hosts").
     """
     if detached:
         return False
