@@ -11,16 +11,16 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import sys
+import time
+from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from providers import Abort, Finish  # noqa: E402
-from sluice.chat import ChatRequest, Message  # noqa: E402
-from sluice.runner import Limits, run_events  # noqa: E402
-from sluice.ticker import Ticker  # noqa: E402
+from providers import Abort, Finish
+from sluice.chat import ChatRequest, Message
+from sluice.runner import Limits, run_events
+from sluice.ticker import Ticker
 
 
 def _kinds() -> dict[str, object]:
@@ -43,7 +43,7 @@ class _Provider:
     def __init__(self, piece: object, n: int) -> None:
         self.piece, self.n = piece, n
 
-    def stream(self, request, model, abort):  # noqa: ANN001, ANN201 - the provider protocol
+    def stream(self, request, model, abort):
         for _ in range(self.n):
             yield self.piece
         return Finish()
@@ -56,8 +56,9 @@ def cost_us(piece: object, n: int) -> float:
     for _ in range(5):
         kept: list = []
         started = time.process_time()
-        for _batch in run_events("gen_b", request, [(_Provider(piece, n), "x")], Abort(), kept.append,
-                                 Limits(max_events=n + 10), Ticker()):
+        for _batch in run_events(
+            "gen_b", request, [(_Provider(piece, n), "x")], Abort(), kept.append, Limits(max_events=n + 10), Ticker()
+        ):
             pass
         best = min(best, (time.process_time() - started) / len(kept) * 1e6)
     return best

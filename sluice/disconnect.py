@@ -39,7 +39,7 @@ def _peer_closed(sock: socket.socket) -> bool | None:
     return not data
 
 
-def watch(environ: Mapping[str, Any], on_gone: Callable[[], None]) -> Callable[[], None]:
+def watch(environ: Mapping[str, Any], on_gone: Callable[[], object]) -> Callable[[], None]:
     """Call ``on_gone()`` once if the client of ``environ`` disconnects; return a stopper."""
     sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
     if sock is None:
@@ -55,7 +55,7 @@ def watch(environ: Mapping[str, Any], on_gone: Callable[[], None]) -> Callable[[
     return _watch_thread(sock, on_gone)
 
 
-def _watch_gevent(sock: socket.socket, fd: int, on_gone: Callable[[], None]) -> Callable[[], None]:
+def _watch_gevent(sock: socket.socket, fd: int, on_gone: Callable[[], object]) -> Callable[[], None]:
     import gevent
 
     watcher = gevent.get_hub().loop.io(fd, 1)
@@ -81,7 +81,7 @@ def _watch_gevent(sock: socket.socket, fd: int, on_gone: Callable[[], None]) -> 
     return stop
 
 
-def _watch_thread(sock: socket.socket, on_gone: Callable[[], None]) -> Callable[[], None]:
+def _watch_thread(sock: socket.socket, on_gone: Callable[[], object]) -> Callable[[], None]:
     stopped = threading.Event()
 
     def poll() -> None:

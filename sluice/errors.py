@@ -40,7 +40,7 @@ import re
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 __all__ = [
     "BrokerUnavailable",
@@ -180,8 +180,8 @@ class ServerShuttingDown(_RetryAfter, SluiceError):
     status, code, message = 503, "server_shutting_down", "The server is restarting; retry."
 
 
-def _all_subclasses(cls: type) -> list[type]:
-    found = []
+def _all_subclasses(cls: type[SluiceError]) -> list[type[SluiceError]]:
+    found: list[type[SluiceError]] = []
     for sub in cls.__subclasses__():
         found.append(sub)
         found.extend(_all_subclasses(sub))
@@ -220,7 +220,8 @@ def upstream_reason(text: Any) -> str:
         return ""
     text = _SECRET.sub("[redacted]", _URL.sub("[url]", text))
     text = " ".join(text.split())
-    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
+    cleaned: str = text
+    return cleaned if len(cleaned) <= _MAX_REASON else cleaned[: _MAX_REASON - 1] + "…"
 
 
 # OpenAI's error "type" for each of our statuses, so its SDK raises the right class.
@@ -267,7 +268,7 @@ _HTTP_TO_ERROR: dict[int, type[SluiceError]] = {
 
 
 def _handle_http_exception(exc: HTTPException) -> Response:
-    if exc.response is not None:  # made by us already (the rate limiter's on_breach)
+    if isinstance(exc.response, Response):  # made by us already (the rate limiter's on_breach)
         return exc.response
     if exc.code in _HTTP_TO_ERROR:
         return error_response(_HTTP_TO_ERROR[exc.code]())
@@ -276,7 +277,7 @@ def _handle_http_exception(exc: HTTPException) -> Response:
     error.code = (exc.name or "error").lower().replace(" ", "_")
     error.message = exc.name
     response = error_response(error)
-    if exc.code == 405 and exc.valid_methods:
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)
     return response
 

@@ -80,7 +80,8 @@ class Event:
     @property
     def data(self) -> dict[str, Any]:
         """The event as a dict (decoded from its JSON)."""
-        return orjson.loads(self.json)
+        data: dict[str, Any] = orjson.loads(self.json)
+        return data
 
     @classmethod
     def make(cls, seq: int, data: dict[str, Any]) -> Event:

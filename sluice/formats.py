@@ -28,7 +28,7 @@ def ndjson_stream(batches: Iterable[list[Event] | None]) -> Iterator[bytes]:
 def text_stream(batches: Iterable[list[Event] | None]) -> Iterator[bytes]:
     """The answer's text alone, piece by piece; an error just ends the body early."""
     for batch in batches:
-        text = "".join(e.content for e in batch or () if e.type == "delta")
+        text = "".join(e.content or "" for e in batch or () if e.type == "delta")
         if text:
             yield text.encode("utf-8")
 

@@ -25,7 +25,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,7 @@ from .ticker import Ticker
 if TYPE_CHECKING:
     from .metrics import Metrics
 
-__all__ = ["Generation", "Generations", "new_generation_id", "parse_fallbacks", "init_app"]
+__all__ = ["Generation", "Generations", "init_app", "new_generation_id", "parse_fallbacks"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Generation:
     detached: bool = False
     owner: str | None = None
     task: Task | None = None
-    events: Iterator[list[Event] | None] | None = None  # set when the caller drives it
+    events: Generator[list[Event] | None, None, None] | None = None  # set when the caller drives it
     started: float = field(default_factory=time.monotonic)
     first_token_s: float | None = None
     tokens: int = 0
@@ -250,7 +250,7 @@ class Generations:
         attempts: list[tuple[Provider, str]],
         first_idle_s: float | None = None,
         idle_s: float | None = None,
-    ) -> Iterator[list[Event] | None]:
+    ) -> Generator[list[Event] | None, None, None]:
         def publish(event: Event) -> None:
             if generation.shared:
                 self.broker.publish(generation.id, event)
@@ -276,8 +276,17 @@ class Generations:
             return last
 
         return runner.run_events(
-            generation.id, request, attempts, generation.abort, publish, self.limits, self.ticker,
-            idle_s, first_idle_s, on_failure=failed, on_exit=lambda: self._release(generation.id),
+            generation.id,
+            request,
+            attempts,
+            generation.abort,
+            publish,
+            self.limits,
+            self.ticker,
+            idle_s,
+            first_idle_s,
+            on_failure=failed,
+            on_exit=lambda: self._release(generation.id),
         )
 
     def _release(self, generation_id: str) -> None:

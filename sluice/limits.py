@@ -21,6 +21,7 @@ import ipaddress
 import math
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RequestLimit
@@ -110,7 +111,7 @@ def _storage_uri(redis_url: str | None) -> str:
     return redis_url
 
 
-def _storage_options(config: dict) -> dict:
+def _storage_options(config: dict[str, Any]) -> dict[str, Any]:
     """The same bounded waits as the broker's: a hung Redis must not hold every request."""
     if not config["SLUICE_REDIS_URL"]:
         return {}

@@ -80,7 +80,8 @@ def open_stream(chat: ChatRequest, environ: Mapping[str, Any] | None = None) -> 
     g.generation = generation
     relay = Relay(generations, generation, lambda: None)
     try:
-        relay.held.extend(next(generation.events) or ())  # [start]: the runner is under way
+        started = next(generation.events)  # [start]: the runner is under way
+        relay.held.extend(started or [])
         relay._stop_watch = disconnect.watch(
             environ if environ is not None else request.environ,
             lambda: generations.cancel(generation.id, "disconnected"),

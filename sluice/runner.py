@@ -28,7 +28,7 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
@@ -149,7 +149,7 @@ def run_events(
     first_idle_s: float | None = None,
     on_failure: Callable[[Exception], Event] | None = None,
     on_exit: Callable[[], None] | None = None,
-) -> Iterator[list[Event] | None]:
+) -> Generator[list[Event] | None, None, None]:
     """Run one generation to its end, publishing every event and yielding it too.
 
     Events are yielded in batches, oldest first: ``[start]``, then whatever

@@ -54,7 +54,7 @@ class Task:
         """Wait up to ``timeout`` for the task to end; True if it ended."""
         if self._greenlet is not None:
             self._greenlet.join(timeout)
-            return self._greenlet.dead
+            return bool(self._greenlet.dead)
         assert self._thread is not None
         self._thread.join(timeout)
         return not self._thread.is_alive()

@@ -24,7 +24,7 @@ _BATCH = 256
 
 
 class _Record:
-    __slots__ = ("model", "key", "events", "status", "ended_at", "waiters", "listeners", "idle_since")
+    __slots__ = ("ended_at", "events", "idle_since", "key", "listeners", "model", "status", "waiters")
 
     def __init__(self, model: str, key: str | None) -> None:
         self.model = model

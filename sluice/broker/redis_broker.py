@@ -77,7 +77,7 @@ return 1
 class _Outage:
     """Whether Redis answers, as this worker last saw it; says so once per change."""
 
-    __slots__ = ("since", "_probed", "_on_down")
+    __slots__ = ("_on_down", "_probed", "since")
 
     def __init__(self, on_down: Callable[[], None]) -> None:
         self.since: float | None = None  # monotonic time of the first failure

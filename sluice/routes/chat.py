@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import formats, relay, sse
@@ -65,7 +67,7 @@ def classic() -> Response:
     if len(prompt.encode("utf-8")) > config["SLUICE_MAX_BODY_BYTES"]:
         raise InvalidRequest("The prompt is too long.")
     model = request.args.get("model") or config["SLUICE_DEFAULT_MODEL"]
-    body: dict = {"model": model, "messages": [{"role": "user", "content": prompt}]}
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}]}
     if "max_tokens" in request.args:
         try:
             body["options"] = {"max_tokens": int(request.args["max_tokens"])}

@@ -8,6 +8,8 @@ then follows live; ``DELETE`` cancels it wherever it runs.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 
 from .. import relay, sse
@@ -24,10 +26,11 @@ _CANCEL_WAIT_S = 2.0
 
 
 def _generations() -> Generations:
-    return current_app.extensions["sluice"]
+    generations: Generations = current_app.extensions["sluice"]
+    return generations
 
 
-def _state(generation_id: str) -> dict:
+def _state(generation_id: str) -> dict[str, Any]:
     """The generation's state; with API keys on, only for the key that started it."""
     broker = _generations().broker
     state = broker.state(generation_id)

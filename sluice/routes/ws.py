@@ -144,7 +144,7 @@ class _Session:
             self.generation_id = None
 
 
-@sock.route("/ws", bp=bp)
+@sock.route("/ws", bp=bp)  # type: ignore[untyped-decorator]  # flask-sock ships no types
 def websocket(ws: Any) -> None:
     """Serve one WebSocket until the client closes it."""
     config = current_app.config
