@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PORT    ?= 8000
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run dev test test-fast system-deps vendor bench bench-shared clean
+.PHONY: run dev lint test test-fast system-deps vendor bench bench-shared clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,20 @@ system-deps:
 	 command -v chromium >/dev/null || missing="$$missing chromium"; \
 	 [ -z "$$missing" ] || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; }
 
-## test: install what is needed, then the whole suite
-test: $(VENV)/.dev system-deps
+# The JavaScript check's TypeScript, fetched by npx from the npm registry (pinned).
+TYPESCRIPT ?= typescript@5.9.3
+
+## lint: ruff (lint and format), mypy --strict, and the page's JavaScript with tsc when Node is there
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	@if command -v npx >/dev/null 2>&1; then \
+	  npx --yes -p $(TYPESCRIPT) tsc --project jsconfig.json && echo "tsc --checkJs: static/js is clean"; \
+	else echo "lint: skipping the JavaScript check: Node is not installed (apt-get install -y nodejs npm)"; fi
+
+## test: install what is needed, lint, then the whole suite
+test: $(VENV)/.dev system-deps lint
 	$(PY) -m pytest -q
 
 ## test-fast: the suite without the groups marked slow

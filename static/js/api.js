@@ -41,8 +41,12 @@ export function setApiKey(key) {
   }
 }
 
-/** Request headers: JSON plus the key when there is one. */
+/**
+ * Request headers: JSON plus the key when there is one.
+ * @param {Record<string, string>} [extra]
+ */
 export function headers(extra = {}) {
+  /** @type {Record<string, string>} */
   const result = { ...extra };
   const key = apiKey();
   if (key) result.Authorization = `Bearer ${key}`;

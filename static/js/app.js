@@ -16,6 +16,8 @@ import { follow } from "./stream.js";
 import * as transfer from "./transfer.js";
 import { createView, errorHeadline } from "./view.js";
 
+// The markup decides what each id is (a form, an input, a list…): typed as such where used.
+/** @type {(id: string) => any} */
 const $ = (id) => document.getElementById(id);
 const SAVE_EVERY_MS = 250;
 const MAX_REATTACH = 5;
@@ -221,6 +223,7 @@ function hideAuthBanner() {
 /** A user message's content: its text, or text and `image_url` parts with the pictures' `data:` URLs. */
 async function userContent(message) {
   if (!message.images || !message.images.length) return message.content;
+  /** @type {object[]} */
   const parts = message.content ? [{ type: "text", text: message.content }] : [];
   for (const image of message.images) {
     const record = await images.getImage(image.id);
@@ -254,9 +257,8 @@ async function requestBody(conversation, answer, continuing) {
 
 /**
  * (Re)start `answer`: POST /api/generations, then follow its events.
- * @param {{continuing?: boolean, before?: Promise}} [how] continuing: append to
- *   what it has (after "Cut off at the token limit"); before: wait for it first
- *   (its pictures being stored)
+ * Options: `continuing` appends to what it has (after "Cut off at the token
+ * limit"); `before` is a promise to wait for first (its pictures being stored).
  */
 async function run(conversation, answer, { continuing = false, before = null } = {}) {
   const fresh = continuing
@@ -760,7 +762,7 @@ els.dropZone.addEventListener("dragover", (event) => {
   els.composer.classList.add("dragging");
 });
 els.dropZone.addEventListener("dragleave", (event) => {
-  if (!els.dropZone.contains(event.relatedTarget)) els.composer.classList.remove("dragging");
+  if (!els.dropZone.contains(/** @type {Node | null} */ (event.relatedTarget))) els.composer.classList.remove("dragging");
 });
 els.dropZone.addEventListener("drop", (event) => {
   els.composer.classList.remove("dragging");

@@ -20,7 +20,9 @@ export function createSidebar({ list, sidebar, menuButton, scrim }, actions) {
     scrim.hidden = !open;
     menuButton.setAttribute("aria-expanded", String(open));
     if (open) {
-      const current = list.querySelector("[aria-current] .conv-open") || sidebar.querySelector("button");
+      const current = /** @type {HTMLElement | null} */ (
+        list.querySelector("[aria-current] .conv-open") || sidebar.querySelector("button")
+      );
       if (current) current.focus();
     }
   }

@@ -18,6 +18,7 @@ export const INDEX_KEY = `${PREFIX}index`;
 export const CONV_PREFIX = `${PREFIX}conv.`;
 
 /** Called with a message when the browser refuses to store (quota, private mode). */
+/** @type {(message: string) => void} */
 let onStorageError = () => {};
 export function setStorageErrorHandler(handler) {
   onStorageError = handler;

@@ -354,7 +354,7 @@ export function createView({ list, empty }, actions) {
     /** Redraw one answer in place (it streams, or its state changed). */
     update(conversation, index, isBusy, connectionOf) {
       busy = isBusy;
-      const old = list.querySelector(`li[data-index="${index}"]`);
+      const old = /** @type {HTMLElement | null} */ (list.querySelector(`li[data-index="${index}"]`));
       const message = conversation.messages[index];
       if (!old || message.role !== "assistant") {
         this.render(conversation, isBusy, connectionOf);
@@ -362,8 +362,8 @@ export function createView({ list, empty }, actions) {
       }
       if (old.dataset.state === "streaming" && message.status === "streaming") {
         // More of it: the thoughts, the text and what follows change; the nodes stay.
-        const bubble = old.querySelector(":scope > .bubble");
-        const body = bubble.querySelector(":scope > .md");
+        const bubble = /** @type {HTMLElement} */ (old.querySelector(":scope > .bubble"));
+        const body = /** @type {HTMLElement} */ (bubble.querySelector(":scope > .md"));
         drawThinking(bubble, body, message);
         const caret = !isThinking(message);
         if (message.content || caret) renderMarkdown(body, message.content, { live: caret });
@@ -385,7 +385,7 @@ export function createView({ list, empty }, actions) {
     setBusy(isBusy) {
       busy = isBusy;
       for (const control of list.querySelectorAll(".msg.user .actions button, .retry, .regenerate, .continue")) {
-        control.disabled = isBusy;
+        /** @type {HTMLButtonElement} */ (control).disabled = isBusy;
       }
     },
   };
