@@ -18,12 +18,14 @@
     ├── UpstreamUnavailable (RA)     503 upstream_unavailable
     ├── BrokerUnavailable (RA)       503 broker_unavailable    (Redis does not answer)
     ├── UpstreamTimeout              504 upstream_timeout
-    ├── GenerationLost (RA)          503 generation_lost       (in-band only)
-    └── ServerShuttingDown (RA)      503 server_shutting_down  (in-band only)
+    ├── GenerationLost (RA)          503 generation_lost       (mostly in-band)
+    └── ServerShuttingDown (RA)      503 server_shutting_down  (mostly in-band)
 
 Before the first byte of a response an exception becomes an HTTP status with
 ``{"error": {"code", "message"}}`` (OpenAI's shape on ``/v1``); after it,
-``runner`` turns the same exception into an ``error`` event. Messages are
+``runner`` turns the same exception into an ``error`` event. The two "mostly
+in-band" codes are HTTP 503s only when they end a response still held for its
+first token (a Redis outage, a drain). Messages are
 always ours: never ``str()`` of a foreign exception, which may hold keys or
 URLs.
 

@@ -2,12 +2,16 @@
 
 ::
 
-    pump task                     runner (its own task)        broker
-    provider.stream() ──piece──▶  queue.get() ──Event──────────▶ publish
-                      ─finish/─▶  start, delta…, done | error
-                       failure
+    pump greenlet                 run_events (driven by its consumer)    broker
+    provider.stream() ──piece──▶  inbox.take() ──Event───────────────────▶ publish
+                      ─finish/─▶  start, delta/reasoning/…, done | error
+                       failure        └──▶ yielded in batches to the consumer
     ticker: a deadline passed ─┐
     abort(reason) ◀────────────┘ closes the upstream, kills the pump, wakes the runner
+
+The consumer is the response's own greenlet for a tied stream (it renders
+each batch) or a background task for a detached one (``Generations._run``,
+which only lets the broker keep the events).
 
 The pump only reads the provider, so killing it (or closing its upstream)
 never interrupts a write to the broker. The runner owns every decision that
