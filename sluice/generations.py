@@ -29,8 +29,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, has_request_context
-from flask import request as http_request
+from flask import Flask
 
 from providers import Abort, Provider, Registry
 
@@ -85,20 +84,6 @@ class Generation:
         return line
 
 
-def _may_run_unshared(request: ChatRequest, detached: bool) -> bool:
-    """Whether ``request`` may run in this worker alone while the broker is down.
-
-    Only when nobody could follow it by id anyway: a tied ``stream: false``
-    answer (its id arrives with the end), or any ``/v1`` request (OpenAI's
-    clients never resume). A stream that hands out its id, or a background
-    generation, promises a resume the broker alone can keep (docs/deploy.md, "Redis:
-    several workers and hosts").
-    """
-    if detached:
-        return False
-    return not request.stream or (has_request_context() and http_request.path.startswith("/v1/"))
-
-
 def parse_fallbacks(entries: tuple[str, ...]) -> dict[str, list[str]]:
     """``("a/x=b/y|c/z", …)`` → ``{"a/x": ["b/y", "c/z"]}`` (SLUICE_FALLBACKS)."""
     fallbacks: dict[str, list[str]] = {}
@@ -140,7 +125,9 @@ class Generations:
         self._janitor: Task | None = None
         self._cancels: Task | None = None
 
-    def start_tied(self, request: ChatRequest, owner: str | None, hold_s: float, heartbeat_s: float) -> Generation:
+    def start_tied(
+        self, request: ChatRequest, owner: str | None, hold_s: float, heartbeat_s: float, resumable: bool = True
+    ) -> Generation:
         """Start ``request`` tied to one connection: the caller drives it.
 
         The caller iterates ``generation.events`` (batches of events, ``None``
@@ -149,9 +136,13 @@ class Generations:
         events reach the connection without a trip through the broker (which
         still records each of them for anyone following by id).
 
+        :param resumable: the client learns the id while it streams and may resume
+            by it. When not (``stream: false``, OpenAI's clients), the answer may
+            run in this worker alone while the broker is down (docs/deploy.md,
+            "Redis: several workers and hosts"); a resumable one gets the 503.
         :raise: as ``start_detached``.
         """
-        generation, attempts = self._admit(request, owner, detached=False)
+        generation, attempts = self._admit(request, owner, detached=False, needs_broker=resumable)
         generation.events = self._events(generation, request, attempts, hold_s, heartbeat_s)
         return generation
 
@@ -166,12 +157,12 @@ class Generations:
         :raise sluice.errors.RateLimited: the key runs ``SLUICE_MAX_STREAMS_PER_KEY`` already.
         :raise sluice.errors.ServerShuttingDown: the worker is draining.
         """
-        generation, attempts = self._admit(request, owner, detached=True)
+        generation, attempts = self._admit(request, owner, detached=True, needs_broker=True)
         generation.task = spawn(self._run, generation, request, attempts)
         return generation
 
     def _admit(
-        self, request: ChatRequest, owner: str | None, detached: bool
+        self, request: ChatRequest, owner: str | None, detached: bool, needs_broker: bool
     ) -> tuple[Generation, list[tuple[Provider, str]]]:
         """Resolve and check the model, take a slot, record the generation in the broker."""
         attempts = [self.registry.resolve(request.model)]
@@ -197,7 +188,7 @@ class Generations:
         try:
             self.broker.create(generation.id, request.model, owner)
         except BrokerUnavailable:
-            if not _may_run_unshared(request, detached):
+            if needs_broker:
                 self._release(generation.id)
                 raise
             generation.shared = False

@@ -68,14 +68,16 @@ def streaming_response(chunks: Iterator[bytes], mimetype: str, on_close: Callabl
     return response
 
 
-def open_stream(chat: ChatRequest, environ: Mapping[str, Any] | None = None) -> Relay:
+def open_stream(chat: ChatRequest, environ: Mapping[str, Any] | None = None, resumable: bool = True) -> Relay:
     """Start ``chat`` tied to the current connection and hold it (see module docstring).
 
     :raise sluice.errors.SluiceError: any failure before the first token, within the hold.
     """
     generations: Generations = current_app.extensions["sluice"]
     config = current_app.config
-    generation = generations.start_tied(chat, g.get("key_id"), config["SLUICE_HOLD_S"], config["SLUICE_HEARTBEAT_S"])
+    generation = generations.start_tied(
+        chat, g.get("key_id"), config["SLUICE_HOLD_S"], config["SLUICE_HEARTBEAT_S"], resumable
+    )
     assert generation.events is not None
     g.generation = generation
     relay = Relay(generations, generation, lambda: None)

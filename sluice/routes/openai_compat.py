@@ -125,7 +125,8 @@ def chat_completions() -> Response:
     config = current_app.config
     body = read_json(request, config["SLUICE_MAX_BODY_BYTES"])
     chat, include_usage = parse_openai(body, config["SLUICE_DEFAULT_MODEL"])
-    stream = relay.open_stream(chat)
+    # OpenAI's clients never resume by id: it may run without Redis.
+    stream = relay.open_stream(chat, resumable=False)
     base = {
         "id": "chatcmpl-" + stream.generation.id.removeprefix("gen_"),
         "object": "chat.completion.chunk",
