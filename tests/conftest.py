@@ -106,6 +106,24 @@ def client(app):
     return app.test_client()
 
 
+@pytest.fixture
+def make_client(fake_ollama: FakeOllama, fake_openai: FakeOpenAI) -> Iterator[Callable[..., object]]:
+    """In-process clients of apps with extra settings; no generation may outlive the test."""
+    apps = []
+
+    def make(**settings: str):
+        merged = {**BASE_SETTINGS, **upstream_settings(fake_ollama, fake_openai), **settings}
+        from sluice.config import load_config
+
+        application = create_app(load_config(merged))
+        apps.append(application)
+        return application.test_client()
+
+    yield make
+    for application in apps:
+        wait_until(lambda app=application: not app.extensions["sluice"].running, 5, "generations to end")
+
+
 @dataclass
 class Server:
     """A gunicorn serving Sluice in a child process."""

@@ -8,31 +8,11 @@ back down: read from ``GET /metrics``, as a scrape would.
 
 from __future__ import annotations
 
-import pytest
-
-from app import create_app
-from sluice.config import load_config
-from tests.conftest import BASE_SETTINGS, upstream_settings, wait_until
+from tests.conftest import wait_until
 from tests.fakes import Script
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 HUNG = {**CHAT, "model": "ollama/llama3"}
-
-
-@pytest.fixture
-def make_client(fake_ollama, fake_openai):
-    """An in-process client of an app with extra settings (no generation may outlive the test)."""
-    apps = []
-
-    def make(**settings: str):
-        merged = {**BASE_SETTINGS, **upstream_settings(fake_ollama, fake_openai), **settings}
-        application = create_app(load_config(merged))
-        apps.append(application)
-        return application.test_client()
-
-    yield make
-    for application in apps:
-        wait_until(lambda app=application: not app.extensions["sluice"].running, 5, "generations to end")
 
 
 def active(client) -> float:

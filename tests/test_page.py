@@ -77,6 +77,20 @@ def browser():
         chromium.close()
 
 
+def phone_tab(browser, base_url: str) -> Tab:
+    """A dark-theme phone: 375 px wide, touch, reduced motion."""
+    return Tab(
+        browser,
+        base_url,
+        color_scheme="dark",
+        viewport={"width": 375, "height": 740},
+        is_mobile=True,
+        has_touch=True,
+        device_scale_factor=2,
+        reduced_motion="reduce",
+    )
+
+
 class Tab:
     """One browser context (its own localStorage) and page, recording what must not happen."""
 
@@ -393,16 +407,7 @@ def test_api_key_is_asked_for_and_sent(browser, start_server) -> None:
 
 def test_dark_theme_and_phone_width(browser, page_server) -> None:
     dark = Tab(browser, page_server.url, color_scheme="dark")
-    phone = Tab(
-        browser,
-        page_server.url,
-        color_scheme="dark",
-        viewport={"width": 375, "height": 740},
-        is_mobile=True,
-        has_touch=True,
-        device_scale_factor=2,
-        reduced_motion="reduce",
-    )
+    phone = phone_tab(browser, page_server.url)
     try:
         for tab in (dark, phone):
             tab.open()

@@ -25,7 +25,7 @@ from playwright.sync_api import expect
 
 from providers.demo import reasoning as demo_reasoning
 from tests.fakes import FakeOllama, FakeOpenAI, Script
-from tests.test_page import ANSWER, Tab, browser, demo_answer, page_server, tab  # noqa: F401 (fixtures)
+from tests.test_page import ANSWER, Tab, browser, demo_answer, page_server, phone_tab, tab  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -571,16 +571,7 @@ def test_export_then_import_gives_back_the_same_conversation(tab: Tab, fake_open
 
 
 def test_phone_width_dark_theme_and_keyboard(browser, page_server, fake_openai: FakeOpenAI) -> None:
-    phone = Tab(
-        browser,
-        page_server.url,
-        color_scheme="dark",
-        viewport={"width": 375, "height": 740},
-        is_mobile=True,
-        has_touch=True,
-        device_scale_factor=2,
-        reduced_motion="reduce",
-    )
+    phone = phone_tab(browser, page_server.url)
     try:
         phone.open()
         phone.choose_model(OPENAI)

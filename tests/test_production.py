@@ -17,30 +17,12 @@ import openai
 import pytest
 import requests
 
-from app import create_app
 from providers.demo import answer
-from sluice.config import load_config
-from tests.conftest import BASE_SETTINGS, upstream_settings, wait_until
+from tests.conftest import wait_until
 from tests.fakes import Script
 from tests.sse_client import open_events, read_events, text_of
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture
-def make_client(fake_ollama, fake_openai):
-    """An in-process client of an app with extra settings."""
-    apps = []
-
-    def make(**settings: str):
-        merged = {**BASE_SETTINGS, **upstream_settings(fake_ollama, fake_openai), **settings}
-        application = create_app(load_config(merged))
-        apps.append(application)
-        return application.test_client()
-
-    yield make
-    for application in apps:
-        wait_until(lambda app=application: not app.extensions["sluice"].running, 5, "generations to end")
 
 
 def bearer(key: str) -> dict[str, str]:
