@@ -80,6 +80,13 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "SLUICE_LEASE_S": (5.0, _float),
     # Each Redis call gives up after this long: a dead or hung Redis is an outage, not a hang.
     "SLUICE_REDIS_TIMEOUT_S": (2.0, _float),
+    # Request-time Redis calls share this many connections per worker; waiting longer than
+    # SLUICE_REDIS_TIMEOUT_S for one is 503 overloaded (streams and listeners hold none).
+    "SLUICE_REDIS_MAX_CONNECTIONS": (64, _int),
+    # Events wait this long for the worker's next write to Redis (a stream's end goes at once).
+    "SLUICE_REDIS_FLUSH_MS": (5.0, _float),
+    # Events a worker may hold unwritten; past it streams wait for Redis (backpressure).
+    "SLUICE_REDIS_MAX_PENDING": (100_000, _int),
     "SLUICE_API_KEYS": ((), _csv),
     "SLUICE_API_KEYS_FILE": (None, _optional_str),
     "SLUICE_METRICS_KEY": (None, _optional_str),

@@ -2,22 +2,27 @@
 
 ::
 
-    sluice:gen:<id>          hash   model, status, events, listeners, idle_since, owner (worker), key
+    sluice:gen:<id>          hash   model, status, events (set at the end), listeners, followers,
+                                    idle_since, owner (worker), key
     sluice:gen:<id>:events   stream one entry per event, entry id 0-(seq+1), field d = JSON
     sluice:gen:<id>:lease    string the owner's id, expires unless renewed (SLUICE_LEASE_S)
     sluice:gens / sluice:ended  sorted sets: all generations by start, finished ones by end
     sluice:cancel            pub/sub channel: "cancel this id", heard by the owner
+    sluice:new               pub/sub channel: ids of followed generations that got events
 
 Stream entry ids are the event numbers (+1, since 0-0 is not allowed), so a
-resume is one ``XREAD`` after ``0-(after+1)``. A listener blocks in ``XREAD``
-for at most a second at a time; when nothing came it checks the owner's lease,
-and if the owner died it appends the ``generation_lost`` event itself, once
-(a Lua script makes "still running → lost" atomic), so every listener on every
-worker ends the same way. Finished generations expire after
-``SLUICE_GENERATION_TTL_S``; past ``SLUICE_MAX_GENERATIONS`` the oldest finished
-go first. If Redis itself goes away, a listener ends with an ``error`` event
-(``generation_lost``, no id: its ``Last-Event-ID`` stays valid for a resume
-once Redis is back), publishing fails the generation, and ``/readyz`` says 503.
+resume is one read after ``0-(after+1)`` and the number of events is the
+stream's length. Events go out write-behind, one Lua call per flush for the
+whole worker, and listeners follow through one reader per worker
+(``redis_io``). A listener checks the owner's lease once a second while
+nothing comes; if the owner died it appends the ``generation_lost`` event
+itself, once (in the same Lua call that finds the lease gone, so "still
+running → lost" is atomic), and every listener on every worker ends the same
+way. Finished generations expire after ``SLUICE_GENERATION_TTL_S``; past
+``SLUICE_MAX_GENERATIONS`` the oldest finished go first. If Redis itself goes
+away, a listener ends with an ``error`` event (``generation_lost``, no id: its
+``Last-Event-ID`` stays valid for a resume once Redis is back), publishing
+fails the generation, and ``/readyz`` says 503.
 
 An outage is not a bug: every call has ``SLUICE_REDIS_TIMEOUT_S`` (a hung
 Redis answers nothing, so without a timeout a call would wait for the whole
@@ -27,6 +32,13 @@ stream), and the worker logs one WARNING when Redis stops answering and one
 INFO line when it answers again, not a trace per call. While it is known to be
 down, calls fail at once, except one probe a second (and every ``ping``), so
 a hung Redis does not hold a greenlet and a connection per request.
+
+Load is not an outage either: request-time calls share a bounded pool of
+``SLUICE_REDIS_MAX_CONNECTIONS`` connections and wait up to
+``SLUICE_REDIS_TIMEOUT_S`` for one; a call that gets none is ``503
+overloaded`` with ``Retry-After`` (an ``overloaded`` error event in a
+stream), never a 500. Streams themselves take no connection: the writer, the
+reader and the cancel follower have one each.
 """
 
 from __future__ import annotations
@@ -38,15 +50,17 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from functools import wraps
+from queue import Empty, LifoQueue
 from typing import Any, TypeVar
 
 import redis
 
 from .. import events
-from ..errors import BrokerUnavailable, GenerationLost, GenerationNotFound, Overloaded
+from ..errors import BrokerUnavailable, GenerationLost, GenerationNotFound, Overloaded, SluiceError
 from ..events import Event
+from .redis_io import Reader, Writer
 
-__all__ = ["RedisBroker"]
+__all__ = ["PoolExhausted", "RedisBroker"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +68,7 @@ _PREFIX = "sluice:"
 # Running generations never outlive this without an end (a crashed owner that
 # nobody listened to): a backstop, the lease does the real work.
 _RUNNING_TTL_S = 24 * 3600
-_POLL_S = 1.0  # longest XREAD block between two lease checks
+_POLL_S = 1.0  # longest a quiet listener waits between two lease checks
 _BATCH = 512
 _PROBE_S = 1.0  # while Redis is down, at most one call a second tries it
 # What an outage looks like from redis-py (refused, reset, timed out, loading).
@@ -62,22 +76,92 @@ _OUTAGE = (redis.ConnectionError, redis.TimeoutError)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-# KEYS: hash, stream, ended-zset; ARGV: seq+1, json, status, ttl, now, id
-_END = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-redis.call('XADD', KEYS[2], '0-' .. ARGV[1], 'd', ARGV[2])
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'events', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
+# ARGV: id, model, owner, key, now, ttl, max generations, lease ms, running ttl.
+# Forgets expired finished generations, makes room (oldest finished first), records the new one.
+_CREATE = """
+local now, ttl, max = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local function forget(gone)
+  local h = 'sluice:gen:' .. gone
+  redis.call('DEL', h, h .. ':events', h .. ':lease')
+  redis.call('ZREM', 'sluice:gens', gone)
+  redis.call('ZREM', 'sluice:ended', gone)
+end
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', 'sluice:ended', '-inf', ARGV[5] - ttl, 'LIMIT', 0, 100)) do
+  forget(gone)
+end
+while redis.call('ZCARD', 'sluice:gens') >= max do
+  local oldest = redis.call('ZRANGE', 'sluice:ended', 0, 0)
+  if #oldest == 0 then return 0 end
+  forget(oldest[1])
+end
+local h = 'sluice:gen:' .. ARGV[1]
+redis.call('HSET', h, 'model', ARGV[2], 'status', 'running', 'events', 0, 'listeners', 0, 'followers', 0,
+           'idle_since', ARGV[5], 'owner', ARGV[3], 'key', ARGV[4])
+redis.call('EXPIRE', h, ARGV[9])
+redis.call('SET', h .. ':lease', ARGV[3], 'PX', ARGV[8])
+redis.call('ZADD', 'sluice:gens', ARGV[5], ARGV[1])
 return 1
 """
+
+# ARGV: owner, lease ms, ids…
+_RENEW = """
+for i = 3, #ARGV do redis.call('SET', 'sluice:gen:' .. ARGV[i] .. ':lease', ARGV[1], 'PX', ARGV[2]) end
+return #ARGV - 2
+"""
+
+# ARGV: id, followers delta, first entry id ('' to read nothing), count.
+# Counts a follower in or out (so flushes name this generation on sluice:new) and reads what is there.
+_FOLLOW = """
+local h = 'sluice:gen:' .. ARGV[1]
+if redis.call('EXISTS', h) == 0 then return false end
+if ARGV[2] ~= '0' then redis.call('HINCRBY', h, 'followers', ARGV[2]) end
+if ARGV[3] == '' then return {} end
+return redis.call('XRANGE', h .. ':events', ARGV[3], '+', 'COUNT', ARGV[4])
+"""
+
+# ARGV: id, first entry id, count, the generation_lost JSON, ttl, now.
+# A quiet listener's check: what came since (a lost notification), and if the
+# generation runs but its owner's lease is gone, its end as lost, atomically.
+_CHECK = """
+local h = 'sluice:gen:' .. ARGV[1]
+local stream = h .. ':events'
+local status = redis.call('HGET', h, 'status')
+if not status then return false end
+local lost = 0
+if status == 'running' and redis.call('EXISTS', h .. ':lease') == 0 then
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  local n = 0
+  if #last > 0 then n = tonumber(string.sub(last[1][1], 3)) end
+  redis.call('XADD', stream, '0-' .. (n + 1), 'd', ARGV[4])
+  redis.call('HSET', h, 'status', 'error', 'events', n + 1)
+  redis.call('EXPIRE', h, ARGV[5])
+  redis.call('EXPIRE', stream, ARGV[5])
+  redis.call('ZADD', 'sluice:ended', ARGV[6], ARGV[1])
+  redis.call('PUBLISH', 'sluice:new', ARGV[1])
+  lost = 1
+end
+return {lost, redis.call('XRANGE', stream, ARGV[2], '+', 'COUNT', ARGV[3])}
+"""
+
+
+class PoolExhausted(redis.RedisError):
+    """No pooled connection came free within the wait: load, not an outage (``503 overloaded``)."""
+
+
+class _Slots(LifoQueue):  # type: ignore[type-arg]
+    """The bounded pool's free list; running dry is ``PoolExhausted``, not redis-py's ConnectionError."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        try:
+            return super().get(block, timeout)
+        except Empty:
+            raise PoolExhausted("no redis connection came free in time") from None
 
 
 class _Outage:
     """Whether Redis answers, as this worker last saw it; says so once per change."""
 
-    __slots__ = ("_on_down", "_probed", "since")
+    __slots__ = ("since", "_probed", "_on_down")
 
     def __init__(self, on_down: Callable[[], None]) -> None:
         self.since: float | None = None  # monotonic time of the first failure
@@ -109,16 +193,17 @@ class _Outage:
 
 
 def _guarded(method: _F) -> _F:
-    """Raise ``BrokerUnavailable`` instead of redis-py's outage errors, and keep ``_Outage`` current."""
+    """Raise ``BrokerUnavailable`` for redis-py's outage errors, ``Overloaded`` for a dry pool; keep ``_Outage`` current."""
 
     @wraps(method)
     def call(self: RedisBroker, *args: Any, **kwargs: Any) -> Any:
-        # Every published event passes here: while Redis answers, two attribute reads.
         outage = self.outage
         if outage.since is not None:
             outage.check()
         try:
             result = method(self, *args, **kwargs)
+        except PoolExhausted as exc:
+            raise Overloaded() from exc
         except _OUTAGE as exc:
             raise outage.failed(exc) from exc
         if outage.since is not None:
@@ -126,12 +211,6 @@ def _guarded(method: _F) -> _F:
         return result
 
     return call  # type: ignore[return-value]
-
-
-def _status_of(event: Event) -> str:
-    if event.type == "error":
-        return "error"
-    return "cancelled" if event.data.get("finish_reason") == "cancelled" else "done"
 
 
 class RedisBroker:
@@ -146,6 +225,9 @@ class RedisBroker:
         max_generations: int = 10_000,
         lease_s: float = 5.0,
         socket_timeout_s: float = 2.0,
+        max_connections: int = 64,
+        flush_ms: float = 5.0,
+        max_pending: int = 100_000,
     ) -> None:
         self.ttl_s = int(max(1, ttl_s))
         self.max_generations = max_generations
@@ -156,20 +238,32 @@ class RedisBroker:
         # Every call, connecting included, gives up after the timeout: a hung Redis
         # (stopped, a network partition) answers nothing, and a dead one may not
         # even refuse. redis-py does not retry these (from_url's default), so the
-        # timeout bounds each call.
-        self.redis = redis.Redis.from_url(
-            url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s, health_check_interval=30,
+        # timeout bounds each call. Waiting for a free connection is bounded by it too.
+        timeouts = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": socket_timeout_s}
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=max(1, max_connections), timeout=socket_timeout_s, queue_class=_Slots,
+            health_check_interval=30, **timeouts,
         )
-        # XREAD blocks for up to _POLL_S by design: its connections wait that much longer.
-        self._blocking = redis.Redis.from_url(
-            url, socket_timeout=socket_timeout_s + _POLL_S, socket_connect_timeout=socket_timeout_s,
-            health_check_interval=30,
+        self.redis = redis.Redis(connection_pool=pool)
+        # One connection each for the writer, the reader's XREAD, and the two subscribers
+        # (cancels, new events): streams and listeners never hold a connection while they wait.
+        self._writer_client = redis.Redis.from_url(url, **timeouts)
+        self._reader_client = redis.Redis.from_url(url, **timeouts)
+        self._pubsub_client = redis.Redis.from_url(url, health_check_interval=30, **timeouts)
+        self._create = self.redis.register_script(_CREATE)
+        self._renew_script = self.redis.register_script(_RENEW)
+        self._follow = self.redis.register_script(_FOLLOW)
+        self._check = self.redis.register_script(_CHECK)
+        self._lost_json = Event.make(0, events.error(GenerationLost())).json
+        self.writer = Writer(
+            self._writer_client, self.outage, self.ttl_s, _RUNNING_TTL_S, flush_ms / 1000.0, max_pending,
+            wait_s=2 * socket_timeout_s + 1.0,
         )
-        self._end = self.redis.register_script(_END)
+        self.reader = Reader(self._pubsub_client, self._reader_client, self.outage, self._stream, _BATCH, _POLL_S)
 
     def _drop_idle_connections(self) -> None:
         """Forget the pooled connections: after a restart each would fail once more."""
-        for client in (self.redis, self._blocking):
+        for client in (self.redis, self._writer_client, self._reader_client):
             try:
                 client.connection_pool.disconnect(inuse_connections=False)
             except Exception:  # nothing to save here; the next call reconnects
@@ -185,62 +279,32 @@ class RedisBroker:
     def _stream(generation_id: str) -> str:
         return f"{_PREFIX}gen:{generation_id}:events"
 
-    @staticmethod
-    def _lease(generation_id: str) -> str:
-        return f"{_PREFIX}gen:{generation_id}:lease"
-
-    def _forget(self, pipe: Any, generation_id: str) -> None:
-        pipe.delete(self._hash(generation_id), self._stream(generation_id), self._lease(generation_id))
-        pipe.zrem(f"{_PREFIX}gens", generation_id)
-        pipe.zrem(f"{_PREFIX}ended", generation_id)
-
     # -- the producer side ---------------------------------------------------------
 
     @_guarded
     def create(self, generation_id: str, model: str, key: str | None = None) -> None:
-        """Record a running generation owned by this worker, making room if needed.
+        """Record a running generation owned by this worker, making room if needed (one round trip).
 
-        :raise Overloaded: every generation kept is still running.
+        :raise Overloaded: every generation kept is still running, or no connection came free.
         :raise BrokerUnavailable: Redis does not answer.
         """
-        now = time.time()
-        expired = self.redis.zrangebyscore(f"{_PREFIX}ended", "-inf", now - self.ttl_s)
-        while self.redis.zcard(f"{_PREFIX}gens") - len(expired) >= self.max_generations:
-            oldest = self.redis.zpopmin(f"{_PREFIX}ended")
-            if not oldest:
-                raise Overloaded()
-            expired.append(oldest[0][0])
-        pipe = self.redis.pipeline()
-        for gone in expired:
-            self._forget(pipe, gone.decode() if isinstance(gone, bytes) else gone)
-        pipe.hset(
-            self._hash(generation_id),
-            mapping={"model": model, "status": "running", "events": 0, "listeners": 0,
-                     "idle_since": repr(now), "owner": self.owner, "key": key or ""},
+        created = self._create(
+            keys=[],
+            args=[generation_id, model, self.owner, key or "", repr(time.time()), self.ttl_s,
+                  self.max_generations, int(self.lease_s * 1000), _RUNNING_TTL_S],
         )
-        pipe.expire(self._hash(generation_id), _RUNNING_TTL_S)
-        pipe.set(self._lease(generation_id), self.owner, px=int(self.lease_s * 1000))
-        pipe.zadd(f"{_PREFIX}gens", {generation_id: now})
-        pipe.execute()
+        if not created:
+            raise Overloaded()
 
-    @_guarded
     def publish(self, generation_id: str, event: Event) -> None:
-        """Append ``event``; the final one also sets the status and the expiry."""
-        if event.type in events.TERMINAL:
-            self._end(
-                keys=[self._hash(generation_id), self._stream(generation_id), f"{_PREFIX}ended"],
-                args=[event.seq + 1, event.json, _status_of(event), self.ttl_s, time.time(), generation_id],
-            )
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(self._stream(generation_id), {"d": event.json}, id=f"0-{event.seq + 1}")
-        pipe.hset(self._hash(generation_id), "events", event.seq + 1)
-        if event.seq == 0:
-            pipe.expire(self._stream(generation_id), _RUNNING_TTL_S)
-        pipe.execute()
+        """Queue ``event`` for the worker's writer; the final one returns once it is in Redis.
+
+        :raise BrokerUnavailable: Redis is down, or did not take earlier events of this generation.
+        """
+        self.writer.publish(generation_id, event)
 
     def renew(self, generation_ids: list[str]) -> None:
-        """Extend this worker's leases (called about three times per lease period).
+        """Extend this worker's leases (called about three times per lease period), in one call.
 
         Best effort: while Redis is away there is nothing to renew in, and the
         outage has been reported once already.
@@ -249,15 +313,12 @@ class RedisBroker:
             return
         try:
             self._renew(generation_ids)
-        except BrokerUnavailable:
+        except (BrokerUnavailable, Overloaded):
             pass
 
     @_guarded
     def _renew(self, generation_ids: list[str]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for generation_id in generation_ids:
-            pipe.set(self._lease(generation_id), self.owner, px=int(self.lease_s * 1000))
-        pipe.execute()
+        self._renew_script(keys=[], args=[self.owner, int(self.lease_s * 1000), *generation_ids])
 
     # -- the listener side ------------------------------------------------------------
 
@@ -269,13 +330,18 @@ class RedisBroker:
 
     @_guarded
     def state(self, generation_id: str) -> dict[str, Any]:
-        """The generation's id, model, status and number of events so far."""
-        fields = self._state(generation_id)
+        """The generation's id, model, status and number of events so far (in Redis)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self._hash(generation_id))
+        pipe.xlen(self._stream(generation_id))
+        fields, count = pipe.execute()
+        if not fields:
+            raise GenerationNotFound()
         return {
             "id": generation_id,
             "model": fields[b"model"].decode(),
             "status": fields[b"status"].decode(),
-            "events": int(fields[b"events"]),
+            "events": int(count),
         }
 
     @_guarded
@@ -290,53 +356,83 @@ class RedisBroker:
         return self._listen(generation_id, max(after, -1), idle_s)
 
     def _listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[list[Event] | None]:
-        stream = self._stream(generation_id)
-        last_id = f"0-{after + 1}"
-        quiet_since = time.monotonic()
-        while True:
+        # Registered with the reader before reading: an event is either read here or handed over.
+        sub = self.reader.follow(generation_id)
+        position = after
+        counted = False
+        try:
             try:
-                self.outage.check()
-                reply = self._blocking.xread(
-                    {stream: last_id}, count=_BATCH, block=int(min(idle_s, _POLL_S) * 1000) or 1
-                )
-            except (BrokerUnavailable, *_OUTAGE) as exc:
-                if not isinstance(exc, BrokerUnavailable):
-                    self.outage.failed(exc)
-                yield [_lost_event("The event store is unreachable; resume with Last-Event-ID shortly.")]
+                while True:  # what is there already, a page at a time
+                    self.outage.check()
+                    entries = self._follow(
+                        keys=[], args=[generation_id, "0" if counted else "1", f"0-{position + 2}", _BATCH]
+                    )
+                    counted = True
+                    if entries is None:
+                        return  # expired meanwhile
+                    batch = _parse(entries)
+                    if batch:
+                        position = batch[-1].seq
+                        yield batch
+                        if batch[-1].type in events.TERMINAL:
+                            return
+                    if len(entries) < _BATCH:
+                        break
+            except (BrokerUnavailable, PoolExhausted, *_OUTAGE) as exc:
+                yield [_failure_event(self.outage, exc)]
                 return
-            if reply:
-                batch = []
-                for entry_id, fields in reply[0][1]:
-                    last_id = entry_id.decode()
-                    batch.append(Event.from_json(int(last_id.split("-")[1]) - 1, fields[b"d"].decode()))
-                yield batch
-                if batch[-1].type in events.TERMINAL:
+            self.reader.caught_up(generation_id, f"0-{position + 1}")
+            quiet_since = time.monotonic()
+            wait_s = min(idle_s, _POLL_S)
+            while True:
+                if sub.pending:
+                    with self.reader.lock:
+                        pending, sub.pending = sub.pending, []
+                    batch = [event for event in pending if event.seq > position]
+                    if batch:
+                        position = batch[-1].seq
+                        quiet_since = time.monotonic()
+                        yield batch
+                        if batch[-1].type in events.TERMINAL:
+                            return
+                    continue
+                if sub.broken:
+                    yield [_lost_event("The event store is unreachable; resume with Last-Event-ID shortly.")]
                     return
-                quiet_since = time.monotonic()
-                continue
-            try:
-                self._check_owner(generation_id)
-            except GenerationNotFound:
-                return  # expired while we listened
-            except _OUTAGE as exc:
-                self.outage.failed(exc)
-                continue  # the next XREAD reports it, at once
-            if time.monotonic() - quiet_since >= idle_s:
-                quiet_since = time.monotonic()
-                yield None
-
-    def _check_owner(self, generation_id: str) -> None:
-        """If the generation runs but its owner's lease is gone, end it as lost."""
-        fields = self._state(generation_id)
-        if fields[b"status"] != b"running" or self.redis.exists(self._lease(generation_id)):
-            return
-        seq = int(fields[b"events"])
-        lost = Event.make(seq, events.error(GenerationLost()))
-        if self._end(
-            keys=[self._hash(generation_id), self._stream(generation_id), f"{_PREFIX}ended"],
-            args=[seq + 1, lost.json, "error", self.ttl_s, time.time(), generation_id],
-        ):
-            log.warning("generation %s lost: its worker stopped renewing the lease", generation_id)
+                sub.wake.clear()
+                if sub.pending or sub.broken:
+                    continue
+                if sub.wake.wait(wait_s):
+                    continue
+                try:
+                    self.outage.check()
+                    reply = self._check(
+                        keys=[],
+                        args=[generation_id, f"0-{position + 2}", _BATCH, self._lost_json, self.ttl_s, repr(time.time())],
+                    )
+                except (BrokerUnavailable, PoolExhausted, *_OUTAGE) as exc:
+                    yield [_failure_event(self.outage, exc)]
+                    return
+                if reply is None:
+                    return  # expired while we listened
+                lost, entries = reply
+                if lost:
+                    log.warning("generation %s lost: its worker stopped renewing the lease", generation_id)
+                batch = _parse(entries)
+                if batch:
+                    with self.reader.lock:
+                        sub.pending[:0] = batch
+                    continue
+                if time.monotonic() - quiet_since >= idle_s:
+                    quiet_since = time.monotonic()
+                    yield None
+        finally:
+            self.reader.unfollow(generation_id, sub)
+            if counted and self.outage.since is None:
+                try:
+                    self._follow(keys=[], args=[generation_id, "-1", "", 0])
+                except (redis.RedisError, SluiceError):
+                    pass  # a stale count only costs a notification per flush
 
     # -- listeners, cancel, health ------------------------------------------------------
 
@@ -352,7 +448,7 @@ class RedisBroker:
         """Count a listener out; the last one out starts the idle clock."""
         try:
             self._detach(generation_id)
-        except BrokerUnavailable:
+        except (BrokerUnavailable, Overloaded):
             pass  # reported once; the count is lost with the outage, the lease still rules
 
     @_guarded
@@ -378,7 +474,7 @@ class RedisBroker:
         backoff = 0.1
         while True:
             try:
-                pubsub = self._blocking.pubsub(ignore_subscribe_messages=True)
+                pubsub = self._pubsub_client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(f"{_PREFIX}cancel")
                 backoff = 0.1
                 for message in pubsub.listen():
@@ -393,6 +489,8 @@ class RedisBroker:
         """True when Redis answers (always asked, even during a known outage: ``/readyz`` is the probe)."""
         try:
             answered = bool(self.redis.ping())
+        except PoolExhausted:
+            return True  # busy, not gone: readiness is about the dependency
         except _OUTAGE as exc:
             self.outage.failed(exc)
             return False
@@ -400,6 +498,20 @@ class RedisBroker:
             return False
         self.outage.answered()
         return answered
+
+
+def _parse(entries: list[Any]) -> list[Event]:
+    """Stream entries as a Lua script returns them: ``[id, [b"d", json]]``."""
+    return [Event.from_json(int(entry_id[2:]) - 1, fields[1].decode()) for entry_id, fields in entries]
+
+
+def _failure_event(outage: _Outage, exc: BaseException) -> Event:
+    """The end of a listener that could not read on: the pool ran dry, or Redis went away."""
+    if isinstance(exc, PoolExhausted):
+        return Event.make(-1, events.error(Overloaded()))
+    if isinstance(exc, _OUTAGE):
+        outage.failed(exc)
+    return _lost_event("The event store is unreachable; resume with Last-Event-ID shortly.")
 
 
 def _lost_event(message: str) -> Event:

@@ -1,0 +1,370 @@
+"""One writer and one reader per worker, shared by all its streams (the Redis broker's I/O).
+
+::
+
+    stream greenlets ──publish──▶ Writer: pending batch ──one EVALSHA per flush──▶ Redis
+         (never wait, except          (every SLUICE_REDIS_FLUSH_MS,                 │ PUBLISH sluice:new
+          for their final event)       at once for a final event)                   ▼ "id id id" (followed ones)
+    listener greenlets ◀──fan out── Reader: one SUBSCRIBE, one XREAD over the dirty streams
+
+*Write behind.* ``Writer.publish`` appends the event to the worker's pending
+batch and returns: a stream's hot path never waits for Redis. One task sends
+everything every stream produced since its last flush as one Lua call (XADD
+per event, and for a final event the status, the expiry and the ``ended``
+set, atomically with the check that the generation still runs). A final
+event's publisher waits for its flush (so ``done`` reaches Redis before it
+reaches the client, and a resume or a state read right after the end agrees),
+and that flush goes at once rather than after the linger. At most
+``max_pending`` events wait; past it publishers wait for the flush
+(backpressure, not memory). If the worker dies, what was pending is lost with
+it: the lease expires and listeners elsewhere end with ``generation_lost``
+after the last event that reached Redis, so a resume sees no gap.
+
+*One reader.* A listener reads what is already there itself (one round trip
+per ``512`` events), then follows live through the reader: the flush script
+names, on one pub/sub channel, the generations that got events and have a
+follower somewhere; the reader of each worker takes those its listeners
+follow and reads them in one ``XREAD``, parses each event once and hands it
+to every listener of that generation. A listener also checks on its own once
+a second while nothing comes (the owner's lease, and any notification that a
+reconnect lost).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from ..errors import BrokerUnavailable
+from ..events import TERMINAL, Event
+from .. import tasks
+
+__all__ = ["NOTIFY_CHANNEL", "FLUSH", "Reader", "Subscription", "Writer"]
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "sluice:new"
+_OUTAGE = (redis.ConnectionError, redis.TimeoutError)
+
+# ARGV: now, ttl, running ttl, then per generation: id, n, status ("" while it runs), n × (seq+1, json).
+# Returns the ids whose events were refused: ended by someone else (lost), or expired.
+FLUSH = """
+local now, ttl, rttl = ARGV[1], ARGV[2], ARGV[3]
+local refused, notify = {}, {}
+local i = 4
+while i <= #ARGV do
+  local id, n, status = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  i = i + 3
+  local hash = 'sluice:gen:' .. id
+  local stream = hash .. ':events'
+  local state = redis.call('HMGET', hash, 'status', 'followers')
+  if state[1] ~= 'running' then
+    refused[#refused + 1] = id
+  else
+    local ok = true
+    for j = i, i + 2 * n - 1, 2 do
+      local added = redis.pcall('XADD', stream, '0-' .. ARGV[j], 'd', ARGV[j + 1])
+      if type(added) == 'table' and added.err then ok = false; break end
+    end
+    if not ok then
+      refused[#refused + 1] = id
+    else
+      if ARGV[i] == '1' then redis.call('EXPIRE', stream, rttl) end
+      if status ~= '' then
+        redis.call('HSET', hash, 'status', status, 'events', ARGV[i + 2 * n - 2])
+        redis.call('EXPIRE', hash, ttl)
+        redis.call('EXPIRE', stream, ttl)
+        redis.call('ZADD', 'sluice:ended', now, id)
+      end
+      if state[2] and tonumber(state[2]) > 0 then notify[#notify + 1] = id end
+    end
+  end
+  i = i + 2 * n
+end
+if #notify > 0 then redis.call('PUBLISH', 'sluice:new', table.concat(notify, ' ')) end
+return refused
+"""
+
+
+def _status_of(event: Event) -> str:
+    if event.type == "error":
+        return "error"
+    return "cancelled" if event.data.get("finish_reason") == "cancelled" else "done"
+
+
+class _Batch:
+    __slots__ = ("events", "count", "done", "failed")
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[Event]] = {}
+        self.count = 0
+        self.done = threading.Event()
+        self.failed = False
+
+
+class Writer:
+    """The worker's write-behind queue to Redis; see the module docstring."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        outage: Any,
+        ttl_s: int,
+        running_ttl_s: int,
+        linger_s: float = 0.005,
+        max_pending: int = 100_000,
+        wait_s: float = 5.0,
+    ) -> None:
+        self._client = client
+        self._script = client.register_script(FLUSH)
+        self._outage = outage
+        self._ttl = str(ttl_s)
+        self._running_ttl = str(running_ttl_s)
+        self.linger_s = linger_s
+        self.max_pending = max(1, max_pending)
+        self._wait_s = wait_s  # longest a final event waits for its flush (a hung Redis: the timeout, twice)
+        self._batch = _Batch()
+        self._wake = threading.Event()
+        self._urgent = threading.Event()
+        self._lock = threading.Lock()  # publishers in threads (flask run); uncontended under gevent
+        #: generations whose events Redis refused or never got: their next publish fails.
+        self.lost: set[str] = set()
+        self._task: tasks.Task | None = None
+
+    def publish(self, generation_id: str, event: Event) -> None:
+        """Queue ``event``; a final one returns once it is in Redis.
+
+        :raise BrokerUnavailable: Redis is down, or lost earlier events of this generation.
+        """
+        if self._outage.since is not None or generation_id in self.lost:
+            self.lost.discard(generation_id)  # told once: the runner ends the generation
+            raise BrokerUnavailable()
+        with self._lock:
+            batch = self._batch
+            queued = batch.events.get(generation_id)
+            if queued is None:
+                batch.events[generation_id] = [event]
+            else:
+                queued.append(event)
+            batch.count += 1
+            first = batch.count == 1
+        if first:
+            if self._task is None:
+                self._task = tasks.spawn(self._run)
+            self._wake.set()
+        if event.type in TERMINAL:
+            self._urgent.set()
+            if not batch.done.wait(self._wait_s) or batch.failed or generation_id in self.lost:
+                self.lost.discard(generation_id)
+                raise BrokerUnavailable()
+        elif batch.count >= self.max_pending:
+            batch.done.wait(self._wait_s)  # backpressure: Redis is slower than the streams
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if not self._urgent.is_set():
+                self._urgent.wait(self.linger_s)
+            self._urgent.clear()
+            with self._lock:
+                batch, self._batch = self._batch, _Batch()
+            try:
+                if batch.count:
+                    self._send(batch)
+            except Exception as exc:  # noqa: BLE001 - the task must outlive anything a flush meets
+                batch.failed = True
+                if isinstance(exc, _OUTAGE):
+                    self._outage.failed(exc)
+                elif not isinstance(exc, BrokerUnavailable):
+                    log.warning("could not write %d events to redis: %s", batch.count, type(exc).__name__)
+                self._refuse(batch.events)
+            finally:
+                batch.done.set()
+
+    def _send(self, batch: _Batch) -> None:
+        self._outage.check()  # known down: fail at once (one probe a second)
+        args: list[Any] = [repr(time.time()), self._ttl, self._running_ttl]
+        append, extend = args.append, args.extend
+        for generation_id, queued in batch.events.items():
+            last = queued[-1]
+            append(generation_id)
+            append(len(queued))
+            append(_status_of(last) if last.type in TERMINAL else "")
+            for event in queued:
+                append(event.seq + 1)
+                append(event.json)
+        refused = self._script(keys=[], args=args, client=self._client)
+        self._outage.answered()
+        if refused:
+            self._refuse({r.decode(): [] for r in refused})
+
+    def _refuse(self, generation_ids: dict[str, Any]) -> None:
+        """Remember generations whose events did not reach Redis; drop what they still have queued."""
+        with self._lock:
+            pending = self._batch.events
+            for generation_id in generation_ids:
+                self.lost.add(generation_id)
+                dropped = pending.pop(generation_id, None)
+                if dropped:
+                    self._batch.count -= len(dropped)
+
+
+class Subscription:
+    """One listener's mailbox at the reader."""
+
+    __slots__ = ("pending", "wake", "broken")
+
+    def __init__(self) -> None:
+        self.pending: list[Event] = []
+        self.wake = threading.Event()
+        self.broken = False  # the reader lost Redis: end with generation_lost
+
+
+class _Follow:
+    __slots__ = ("cursor", "subs")
+
+    def __init__(self) -> None:
+        self.cursor: str | None = None  # last entry id read for these listeners; None until one caught up
+        self.subs: set[Subscription] = set()
+
+
+class Reader:
+    """The worker's one subscriber and reader for all its listeners; see the module docstring."""
+
+    def __init__(
+        self,
+        pubsub_client: redis.Redis,
+        read_client: redis.Redis,
+        outage: Any,
+        stream_key: Callable[[str], str],
+        batch: int = 512,
+        poll_s: float = 1.0,
+    ) -> None:
+        self._pubsub_client = pubsub_client
+        self._read = read_client
+        self._outage = outage
+        self._stream_key = stream_key
+        self._batch = batch
+        self._poll_s = poll_s
+        self.follows: dict[str, _Follow] = {}
+        self._dirty: set[str] = set()
+        self._kick = threading.Event()
+        self._task: tasks.Task | None = None
+        self.lock = threading.Lock()  # around the subscriptions' mailboxes (threads; free under gevent)
+
+    def follow(self, generation_id: str) -> Subscription:
+        """Start handing ``generation_id``'s new events to a new subscription."""
+        sub = Subscription()
+        with self.lock:
+            follow = self.follows.get(generation_id)
+            if follow is None:
+                follow = self.follows[generation_id] = _Follow()
+            follow.subs.add(sub)
+            if self._task is None:
+                self._task = tasks.spawn(self._run)
+        self._kick.set()
+        return sub
+
+    def caught_up(self, generation_id: str, last_id: str) -> None:
+        """A listener read everything up to ``last_id`` itself: the reader goes on from there."""
+        follow = self.follows.get(generation_id)
+        if follow is not None and follow.cursor is None:
+            follow.cursor = last_id
+
+    def unfollow(self, generation_id: str, sub: Subscription) -> None:
+        with self.lock:
+            follow = self.follows.get(generation_id)
+            if follow is None:
+                return
+            follow.subs.discard(sub)
+            if not follow.subs:
+                del self.follows[generation_id]
+                self._dirty.discard(generation_id)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        pubsub: Any = None
+        while True:
+            if not self.follows:
+                if pubsub is not None:  # nobody to read for: give the connection back
+                    _close(pubsub)
+                    pubsub = None
+                self._kick.clear()
+                if not self.follows:
+                    self._kick.wait()
+                continue
+            try:
+                if pubsub is None:
+                    pubsub = self._pubsub_client.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(NOTIFY_CHANNEL)
+                    # Whatever was published before this subscription is read now.
+                    self._dirty.update(self.follows)
+                    backoff = 0.1
+                message = pubsub.get_message(timeout=0 if self._dirty else self._poll_s)
+                while message is not None:
+                    if message.get("type") == "message":
+                        follows = self.follows
+                        for raw in message["data"].split(b" "):
+                            generation_id = raw.decode()
+                            if generation_id in follows:
+                                self._dirty.add(generation_id)
+                    message = pubsub.get_message(timeout=0)
+                if self._dirty:
+                    self._fetch()
+            except _OUTAGE as exc:
+                self._outage.failed(exc)
+                if pubsub is not None:
+                    _close(pubsub)
+                    pubsub = None
+                self._break_all()
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _fetch(self) -> None:
+        """One XREAD over the dirty streams; each event parsed once, handed to every listener of it."""
+        streams: dict[str, str] = {}
+        ids: dict[str, str] = {}
+        for generation_id in self._dirty:
+            follow = self.follows.get(generation_id)
+            if follow is not None and follow.cursor is not None:
+                key = self._stream_key(generation_id)
+                streams[key] = follow.cursor
+                ids[key] = generation_id
+        self._dirty.clear()
+        if not streams:
+            return
+        reply = self._read.xread(streams, count=self._batch)
+        for key, entries in reply or ():
+            generation_id = ids[key.decode()]
+            follow = self.follows.get(generation_id)
+            if follow is None or not entries:
+                continue
+            batch = [Event.from_json(int(entry_id[2:]) - 1, fields[b"d"].decode()) for entry_id, fields in entries]
+            follow.cursor = entries[-1][0].decode()
+            with self.lock:
+                subs = list(follow.subs)
+                for sub in subs:
+                    sub.pending.extend(batch)
+            for sub in subs:
+                sub.wake.set()
+            if len(entries) >= self._batch:
+                self._dirty.add(generation_id)  # more is waiting: read on before blocking
+
+    def _break_all(self) -> None:
+        for follow in list(self.follows.values()):
+            for sub in follow.subs:
+                sub.broken = True
+                sub.wake.set()
+
+
+def _close(pubsub: Any) -> None:
+    try:
+        pubsub.close()
+    except Exception:  # noqa: BLE001 - it is being thrown away
+        pass
