@@ -161,10 +161,11 @@ class _Slots(LifoQueue):  # type: ignore[type-arg]
 class _Outage:
     """Whether Redis answers, as this worker last saw it; says so once per change."""
 
-    __slots__ = ("since", "_probed", "_on_down")
+    __slots__ = ("since", "count", "_probed", "_on_down")
 
     def __init__(self, on_down: Callable[[], None]) -> None:
         self.since: float | None = None  # monotonic time of the first failure
+        self.count = 0  # outages seen: a connection held across one is stale
         self._probed = 0.0
         self._on_down = on_down
 
@@ -179,6 +180,7 @@ class _Outage:
     def failed(self, exc: BaseException) -> BrokerUnavailable:
         if self.since is None:
             self.since = self._probed = time.monotonic()
+            self.count += 1
             log.warning(
                 "redis unreachable (%s): streams that need it end with generation_lost, "
                 "new ones get 503 broker_unavailable until it answers", type(exc).__name__,

@@ -32,6 +32,7 @@ reconnect lost).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -51,44 +52,49 @@ log = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "sluice:new"
 _OUTAGE = (redis.ConnectionError, redis.TimeoutError)
 
-# ARGV: now, ttl, running ttl, then per generation: id, n, status ("" while it runs), n × (seq+1, json).
+# ARGV: now, ttl, running ttl, then per generation: id, first entry number (seq+1), n,
+# status ("" while it runs), and its n events' JSON joined by newlines (JSON text has none).
 # Returns the ids whose events were refused: ended by someone else (lost), or expired.
 FLUSH = """
 local now, ttl, rttl = ARGV[1], ARGV[2], ARGV[3]
 local refused, notify = {}, {}
-local i = 4
-while i <= #ARGV do
-  local id, n, status = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
-  i = i + 3
+for i = 4, #ARGV, 5 do
+  local id, first, n, status, blob = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
   local hash = 'sluice:gen:' .. id
   local stream = hash .. ':events'
   local state = redis.call('HMGET', hash, 'status', 'followers')
-  if state[1] ~= 'running' then
+  local ok = state[1] == 'running'
+  local pos = 1
+  for k = 0, n - 1 do
+    if not ok then break end
+    local stop = string.find(blob, '\\n', pos, true)
+    local json
+    if stop then
+      json = string.sub(blob, pos, stop - 1)
+      pos = stop + 1
+    else
+      json = string.sub(blob, pos)
+    end
+    local added = redis.pcall('XADD', stream, '0-' .. (first + k), 'd', json)
+    if type(added) == 'table' and added.err then ok = false end
+  end
+  if not ok then
     refused[#refused + 1] = id
   else
-    local ok = true
-    for j = i, i + 2 * n - 1, 2 do
-      local added = redis.pcall('XADD', stream, '0-' .. ARGV[j], 'd', ARGV[j + 1])
-      if type(added) == 'table' and added.err then ok = false; break end
+    if first == 1 then redis.call('EXPIRE', stream, rttl) end
+    if status ~= '' then
+      redis.call('HSET', hash, 'status', status, 'events', first + n - 1)
+      redis.call('EXPIRE', hash, ttl)
+      redis.call('EXPIRE', stream, ttl)
+      redis.call('ZADD', 'sluice:ended', now, id)
     end
-    if not ok then
-      refused[#refused + 1] = id
-    else
-      if ARGV[i] == '1' then redis.call('EXPIRE', stream, rttl) end
-      if status ~= '' then
-        redis.call('HSET', hash, 'status', status, 'events', ARGV[i + 2 * n - 2])
-        redis.call('EXPIRE', hash, ttl)
-        redis.call('EXPIRE', stream, ttl)
-        redis.call('ZADD', 'sluice:ended', now, id)
-      end
-      if state[2] and tonumber(state[2]) > 0 then notify[#notify + 1] = id end
-    end
+    if state[2] and tonumber(state[2]) > 0 then notify[#notify + 1] = id end
   end
-  i = i + 2 * n
 end
 if #notify > 0 then redis.call('PUBLISH', 'sluice:new', table.concat(notify, ' ')) end
 return refused
 """
+_SHA = hashlib.sha1(FLUSH.encode()).hexdigest().encode()
 
 
 def _status_of(event: Event) -> str:
@@ -121,10 +127,11 @@ class Writer:
         wait_s: float = 5.0,
     ) -> None:
         self._client = client
-        self._script = client.register_script(FLUSH)
+        self._conn: Any = None  # the writer's own connection, held for good
+        self._epoch = 0  # the outage count when it was last known good
         self._outage = outage
-        self._ttl = str(ttl_s)
-        self._running_ttl = str(running_ttl_s)
+        self._ttl = b"%d" % ttl_s
+        self._running_ttl = b"%d" % running_ttl_s
         self.linger_s = linger_s
         self.max_pending = max(1, max_pending)
         self._wait_s = wait_s  # longest a final event waits for its flush (a hung Redis: the timeout, twice)
@@ -188,21 +195,49 @@ class Writer:
                 batch.done.set()
 
     def _send(self, batch: _Batch) -> None:
+        """One EVALSHA for the whole batch, packed here: one buffer, one ``sendall``."""
         self._outage.check()  # known down: fail at once (one probe a second)
-        args: list[Any] = [repr(time.time()), self._ttl, self._running_ttl]
-        append, extend = args.append, args.extend
+        args: list[bytes] = [b"EVALSHA", _SHA, b"0", repr(time.time()).encode(), self._ttl, self._running_ttl]
+        append = args.append
         for generation_id, queued in batch.events.items():
             last = queued[-1]
-            append(generation_id)
-            append(len(queued))
-            append(_status_of(last) if last.type in TERMINAL else "")
-            for event in queued:
-                append(event.seq + 1)
-                append(event.json)
-        refused = self._script(keys=[], args=args, client=self._client)
+            append(generation_id.encode())
+            append(b"%d" % (queued[0].seq + 1))
+            append(b"%d" % len(queued))
+            append(_status_of(last).encode() if last.type in TERMINAL else b"")
+            append("\n".join([event.json for event in queued]).encode())
+        payload = b"".join([b"*%d\r\n" % len(args), *[b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args]])
+        try:
+            refused = self._call(payload)
+        except redis.exceptions.NoScriptError:  # a restarted (or flushed) Redis forgot the script
+            self._client.script_load(FLUSH)
+            refused = self._call(payload)
         self._outage.answered()
         if refused:
             self._refuse({r.decode(): [] for r in refused})
+
+    def _call(self, payload: bytes) -> Any:
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self._client.connection_pool.get_connection()
+        if self._epoch != self._outage.count:  # held across an outage: start afresh
+            self._epoch = self._outage.count
+            conn.disconnect()
+        try:
+            try:
+                conn.send_packed_command([payload], check_health=False)
+            except redis.ConnectionError:
+                # A connection from before a Redis restart fails on its first write; nothing
+                # ran (Redis runs whole commands only), so one fresh connection may try again.
+                conn.disconnect()
+                conn.send_packed_command([payload], check_health=False)
+            reply = conn.read_response()
+        except (*_OUTAGE, OSError):
+            conn.disconnect()  # the next flush connects again
+            raise
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply
 
     def _refuse(self, generation_ids: dict[str, Any]) -> None:
         """Remember generations whose events did not reach Redis; drop what they still have queued."""
