@@ -101,5 +101,11 @@ bench-shared: $(VENV)/.runtime
 	  --proxy-body '{"model":"ollama/fake","messages":[{"role":"user","content":"hi"}],"options":{"max_tokens":49}}' \
 	  $(ARGS)
 
+## bench-shared-redis: the Go harness on Sluice twice in one run, in-memory then with Redis (BENCH_HOME=/some/dir)
+bench-shared-redis: $(VENV)/.runtime
+	@[ -n "$(BENCH_HOME)" ] || { echo "bench-shared-redis needs BENCH_HOME=/some/dir"; exit 1; }
+	@command -v go >/dev/null || { echo "bench-shared-redis needs Go: $(SUDO) apt-get install -y golang-go"; exit 1; }
+	BENCH_HOME="$(BENCH_HOME)" SHARED_BENCH="$(SHARED_BENCH)" $(PY) bench/shared_redis.py --port $(SHARED_PORT) $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache tests/artifacts

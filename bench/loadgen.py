@@ -13,6 +13,7 @@ Subcommands, each printing one JSON object on stdout:
   streams     C streams over a ramp: TTFE, lateness, events/s, server CPU and RSS (W1-W3)
   disconnect  C streams, then K closed at random moments: client close → upstream close (W4)
   replay      a durable generation replayed from its log, alone and under a background load (W5)
+  crossworker C streams on one worker, K more followed live from another: delivery delay (X1)
 
 An event is an SSE block that carries a ``data:`` line (``: ping`` comments and
 ``retry:`` blocks are not events), or in ``--mode ndjson`` a non-empty line.
@@ -766,6 +767,136 @@ def run_replay(args: argparse.Namespace) -> dict:
     return out
 
 
+class _Timed:
+    """One SSE response read to its end, with the arrival time (ns) of each event by its ``id``."""
+
+    __slots__ = ("arrived", "connected_ns", "first_data", "kind", "on_first")
+
+    def __init__(self, on_first: Callable[[dict], None] | None = None) -> None:
+        self.arrived: dict[int, int] = {}
+        self.connected_ns = 0
+        self.first_data: dict | None = None
+        self.kind: str | None = None
+        self.on_first = on_first
+
+    def run(self, endpoint: Endpoint, request: bytes) -> None:
+        """Send ``request``, stamp every event that has an id; never raises."""
+        try:
+            sock = socket.create_connection((endpoint.host, endpoint.port), timeout=CONNECT_TIMEOUT_S)
+            sock.settimeout(None)
+            try:
+                sock.sendall(request)
+                head, data = _read_head(sock)
+                self.connected_ns = arrived = time.monotonic_ns()
+                status, decoder = _decoder_for(head)
+                if status != 200:
+                    self.kind = f"http_{status}"
+                    return
+                pending = b""
+                while True:
+                    if data:
+                        blocks, pending = _records(pending + decoder.feed(data), b"\n\n", "oversized_event")
+                        for block in blocks:
+                            self._event(block, arrived)
+                        if decoder.done:
+                            return
+                    data = sock.recv(RECV_BYTES)
+                    arrived = time.monotonic_ns()
+                    if not data:
+                        return
+            finally:
+                sock.close()
+        except GreenletExit:
+            self.kind = "timeout"
+        except ProtocolError as exc:
+            self.kind = exc.kind
+        except OSError as exc:
+            self.kind = _classify(exc)
+
+    def _event(self, block: bytes, arrived: int) -> None:
+        seq = None
+        data = None
+        for line in block.split(b"\n"):
+            if line.startswith(b"id:"):
+                seq = int(line[3:].strip())
+            elif line.startswith(b"data:"):
+                data = line[5:].strip()
+        if seq is None:
+            return
+        self.arrived.setdefault(seq, arrived)
+        if self.first_data is None and data:
+            self.first_data = json.loads(data)
+            if self.on_first is not None:
+                self.on_first(self.first_data)
+
+
+def run_crossworker(args: argparse.Namespace) -> dict:
+    """Cross-worker delivery: C background streams on the owner, K more followed by id on another worker.
+
+    Each of the K probes is a ``POST /api/chat`` on the owner (its client gets
+    each event straight from the runner) and, as soon as its ``start`` names the
+    generation, a listener on the other worker (``GET /api/generations/<id>/events``,
+    which reads from the broker). For every event that the owner's client got
+    after the listener was connected, the delay is the listener's arrival time
+    minus the owner client's: how late a listener elsewhere sees it.
+    """
+    endpoint, path = Endpoint.from_url(args.url)
+    other, _ = Endpoint.from_url(args.follow_url)
+    load = Load(
+        endpoint, _request_maker(endpoint, "GET", path, "", "sse"), "sse",
+        args.c, args.ramp, args.expect, args.interval_ms, args.timeout, args.pid,
+    )
+    load.start()
+    words = " ".join(["w"] * args.probe_n)
+    body = json.dumps({"model": "demo/echo", "messages": [{"role": "user", "content": words}],
+                       "options": {"max_tokens": args.probe_n}}).encode()
+    owners: list[_Timed] = []
+    followers: list[_Timed] = []
+    workers: list[gevent.Greenlet] = []
+
+    def probe() -> None:
+        follower = _Timed()
+
+        def follow(start: dict) -> None:
+            request = build_request(other, "GET", f"/api/generations/{start['id']}/events", None, _ACCEPT["sse"])
+            workers.append(gevent.spawn(follower.run, other, request))
+
+        owner = _Timed(follow)
+        owners.append(owner)
+        followers.append(follower)
+        owner.run(endpoint, build_request(endpoint, "POST", "/api/chat", body, _ACCEPT["sse"]))
+
+    gevent.sleep(min(args.ramp, load.remaining_s()))  # the background load is up
+    for _ in range(args.k):
+        workers.append(gevent.spawn(probe))
+        gevent.sleep(args.probe_ramp / max(1, args.k))
+    gevent.joinall(workers, timeout=load.remaining_s())
+    gevent.joinall(workers, timeout=load.remaining_s())  # followers spawned by the first join's probes
+    gevent.killall([w for w in workers if not w.dead], block=True, timeout=5)
+    load.join()
+    delays: list[float] = []
+    missing = 0
+    for owner, follower in zip(owners, followers):
+        for seq, at in owner.arrived.items():
+            if seq == 0 or not follower.connected_ns or at < follower.connected_ns:
+                continue  # before the listener was there: a replay, not a delivery
+            seen = follower.arrived.get(seq)
+            if seen is None:
+                missing += 1
+            else:
+                delays.append(max(0, seen - at) / 1e6)
+    delays.sort()
+    out = load.result(args.label, args.url)
+    out["crossworker"] = {
+        "probes": args.k, "probe_events": args.probe_n + 2, "delivered": len(delays), "missing": missing,
+        "probe_errors": dict(Counter(t.kind for t in owners + followers if t.kind)),
+        "complete_followers": sum(1 for o, f in zip(owners, followers) if o.arrived and f.arrived
+                                  and max(f.arrived) == max(o.arrived)),
+        "p50_ms": percentile(delays, 50), "p99_ms": percentile(delays, 99), "max_ms": percentile(delays, 100),
+    }
+    return out
+
+
 # ---- command line ----
 
 
@@ -797,6 +928,14 @@ def _parser() -> argparse.ArgumentParser:
     disconnect.add_argument("--first-event-timeout", type=float, default=20.0)
     disconnect.add_argument("--close-wait", type=float, default=10.0, help="how long to wait for the upstream's closes")
 
+    cross = sub.add_parser("crossworker", parents=[common], help="delivery to a listener on another worker (X1)")
+    cross.add_argument("--url", required=True, help="the owner's background stream URL (GET)")
+    cross.add_argument("--expect", type=int, default=0)
+    cross.add_argument("--follow-url", required=True, help="the other worker's base URL")
+    cross.add_argument("-k", type=int, default=50, help="generations followed from the other worker")
+    cross.add_argument("--probe-n", type=int, default=20, help="tokens per followed generation")
+    cross.add_argument("--probe-ramp", type=float, default=5.0, help="seconds over which the K probes start")
+
     replay = sub.add_parser("replay", parents=[common], help="replay a generation's log (W5)")
     replay.add_argument("--url", required=True, help="Sluice's base URL")
     replay.add_argument("--words", type=int, default=10_000, help="prompt words = max_tokens")
@@ -813,7 +952,8 @@ def main(argv: list[str] | None = None) -> None:
     # Before any socket exists: every socket and sleep below is then cooperative.
     monkey.patch_all()
     args = _parser().parse_args(argv)
-    run = {"streams": run_streams, "disconnect": run_disconnect, "replay": run_replay}[args.command]
+    run = {"streams": run_streams, "disconnect": run_disconnect, "replay": run_replay,
+           "crossworker": run_crossworker}[args.command]
     result = run(args)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

@@ -50,6 +50,13 @@ def _notes(row: dict, direct: dict | None) -> str:
             f"the other {b['closed']} at once: {_ms(b['p50_ms'])}/{_ms(b['p99_ms'])}/{_ms(b['max_ms'])} ms "
             f"(seen {b['seen']}/{b['closed']})"
         )
+    if x := row.get("crossworker"):
+        notes.append(
+            f"a listener on another worker, {x['probes']} generations followed live: each event "
+            f"{_ms(x['p50_ms'])}/{_ms(x['p99_ms'])}/{_ms(x['max_ms'])} ms (p50/p99/max) after the owner's client "
+            f"({x['delivered']} events, {x['missing']} missing, {x['complete_followers']}/{x['probes']} followers whole"
+            + (f", errors {x['probe_errors']}" if x["probe_errors"] else "") + ")"
+        )
     if rp := row.get("replay"):
         parts = []
         for name, one in (("alone", rp["alone"]), ("under this load", rp["under_load"])):

@@ -10,6 +10,11 @@ raw rows (JSON lines) and a lateness chart under ``bench-results/``.
   W3 proxy       100 streams x 50 events @ 20 ms through a fake Ollama, and the same load straight at it
   W4 disconnect  1,000 streams through the fake Ollama; 200 closed at random: until the upstream sees it (Sluice)
   W5 replay      a finished 10,002-event generation read back, alone and under 1,000 streams (Sluice)
+  X1 cross-worker  W1's 2,000 streams on one worker, 50 generations followed from a second worker
+                 (sluice-redis only): how late a listener elsewhere sees each event
+
+``sluice-redis`` is Sluice with ``SLUICE_REDIS_URL`` (a fresh redis-server on a
+unix socket, pinned beside the load generator); it runs W1-W3 and X1.
 
 Every request goes to 127.0.0.1; every run has a hard deadline. See bench/README.md.
 """
@@ -43,8 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PYTHON = sys.executable
 GUNICORN = str(Path(PYTHON).parent / "gunicorn")
-SERVERS = ("sluice", "baseline")
-WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
+SERVERS = ("sluice", "sluice-redis", "baseline")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "x1")
 # Inherited settings that would change what is measured (keys, Redis, limits, workers).
 _SCRUBBED_PREFIXES = ("SLUICE_", "OLLAMA_", "OPENAI_", "GUNICORN_", "PROMETHEUS_", "WEB_CONCURRENCY", "BENCH_")
 
@@ -81,10 +86,12 @@ class Profile:
     w5_words: int = 10_000
     w5_bg_c: int = 1000
     w5_bg_n: int = 20
+    x1_c: int = 2000
+    x1_k: int = 50
 
 
 QUICK = Profile(w1_c=(100, 200), w1_n=6, w2_c=50, w2_n=200, w3_c=50, w4_c=200, w4_k=40, w4_spread_s=2.0,
-                w5_words=2000, w5_bg_c=200, w5_bg_n=6)
+                w5_words=2000, w5_bg_c=200, w5_bg_n=6, x1_c=200, x1_k=10)
 
 
 @dataclass(frozen=True)
@@ -198,15 +205,15 @@ class App:
     chat_path: str | None = None  # POST endpoint relaying Ollama (W4, W5); None: not supported
 
 
-def _sluice() -> App:
+def _sluice(name: str = "sluice", redis_url: Callable[[], str] | None = None) -> App:
     chat_body = json.dumps({"model": "ollama/fake", "messages": [{"role": "user", "content": "hi"}]})
     return App(
-        name="sluice",
+        name=name,
         argv=lambda _port: [GUNICORN, "-c", "gunicorn.conf.py", "wsgi:app"],
         env=lambda s: {
             "SLUICE_DEMO_DELAY_MS": str(s.delay_ms), "OLLAMA_BASE_URL": s.upstream,
-            "SLUICE_RATE_LIMIT": "", "SLUICE_MAX_STREAMS": "100000",
-        },
+            "SLUICE_RATE_LIMIT": "", "SLUICE_MAX_STREAMS": "100000", "SLUICE_MAX_GENERATIONS": "100000",
+        } | ({"SLUICE_REDIS_URL": redis_url()} if redis_url else {}),
         # demo/echo sends one piece per word; max_tokens stops it after n: n data events + `event: done`.
         stream=lambda n, _iv: Req(f"/stream?prompt={words(n)}&max_tokens={n}&model=demo/echo", n + 1),
         # start, a delta per line of the fake Ollama, done. The body names no length, so
@@ -245,6 +252,7 @@ class Bench:
     jsonl: IO[str]
     rows: list[dict] = field(default_factory=list)
     upstreams: dict[str, tuple[Process, str]] = field(default_factory=dict)
+    redis_process: Process | None = None
 
     def record(self, row: dict) -> dict:
         self.rows.append(row)
@@ -287,6 +295,30 @@ class Bench:
     def stop_upstreams(self) -> None:
         for process, _url in self.upstreams.values():
             process.stop()
+        if self.redis_process is not None:
+            self.redis_process.stop()
+
+    def redis_url(self) -> str:
+        """Start (once) a fresh redis-server on a unix socket, pinned with the client; its URL.
+
+        Its CPU is not the server's (in a deployment it is another machine's), so it
+        runs beside the load generator, as the fake upstream does.
+        """
+        sock = self.log_dir / "redis.sock"
+        if self.redis_process is None:
+            server = shutil.which("redis-server")
+            if server is None:
+                raise SystemExit("the Redis rows need redis-server (make system-deps, or apt-get install redis-server)")
+            argv = [*self.pins.client, server, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+                    "--save", "", "--appendonly", "no", "--dir", str(self.log_dir), "--maxclients", "10000"]
+            self.redis_process = Process("redis", argv, _clean_env(), BENCH, self.log_dir / "redis.log")
+            self.redis_process.start()
+            deadline = time.monotonic() + 10
+            while not sock.exists():
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"redis-server did not start; see {self.log_dir / 'redis.log'}")
+                time.sleep(0.05)
+        return f"unix://{sock}"
 
 
 class Server:
@@ -435,8 +467,32 @@ def w5(server: Server, bench: Bench) -> None:
     bench.record(row | {"server": server.app.name, "work": "W5", "c": p.w5_bg_c, "n": p.w5_bg_n})
 
 
-_RUNNERS: dict[str, Callable[[Server, Bench], None]] = {"w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5}
-_SLUICE_ONLY = {"w4", "w5"}
+def x1(server: Server, bench: Bench) -> None:
+    """Cross-worker delivery: W1's load on one worker, K generations followed from another worker."""
+    p = bench.profile
+    setting = Setting(500, bench.upstream("fast", 50, 20))
+    listener = Server(bench, _sluice("sluice-redis-listener", bench.redis_url))
+    try:
+        if not server.ensure(setting) or not listener.ensure(setting):
+            bench.record({"server": server.app.name, "work": "X1", "c": p.x1_c, "error": "server did not start"})
+            return
+        ramp_s = min(5.0, max(0.5, p.x1_c / 1000))
+        req = server.app.stream(p.w1_n, 500)
+        row = bench.loadgen("crossworker", {
+            "url": server.base + req.path, "expect": req.expect, "follow_url": listener.base,
+            "c": p.x1_c, "ramp": ramp_s, "k": p.x1_k, "probe_n": p.w1_n, "probe_ramp": 5.0, "interval_ms": 500,
+            "pid": server.process.pid if server.process else 0, "label": f"{server.app.name} X1 c={p.x1_c}",
+        }, ramp_s + 5.0 + p.w1_n * 0.5 + 20)
+        bench.record(row | {"server": server.app.name, "work": "X1", "c": p.x1_c, "n": p.w1_n})
+    finally:
+        listener.stop()
+
+
+_RUNNERS: dict[str, Callable[[Server, Bench], None]] = {
+    "w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5, "x1": x1,
+}
+# What each server runs beyond the common rows: the Redis broker's rows are W1-W3 and X1.
+_ONLY_FOR = {"w4": {"sluice"}, "w5": {"sluice"}, "x1": {"sluice-redis"}}
 
 
 # ---- the run ----
@@ -516,14 +572,15 @@ def main(argv: list[str] | None = None) -> None:
             if "w3" in args.workloads:
                 log("== upstream-direct")
                 w3_direct(bench)
-            for app in (a for a in (_sluice(), _baseline()) if a.name in args.only):
+            apps = (_sluice(), _sluice("sluice-redis", bench.redis_url), _baseline())
+            for app in (a for a in apps if a.name in args.only):
                 log(f"== {app.name}")
                 started = time.monotonic()
                 server = Server(bench, app)
                 try:
                     for work in args.workloads:
-                        if work in _SLUICE_ONLY and app.chat_path is None:
-                            log(f"  {work}: Sluice only, skipped for {app.name}")
+                        if work in _ONLY_FOR and app.name not in _ONLY_FOR[work]:
+                            log(f"  {work}: {', '.join(sorted(_ONLY_FOR[work]))} only, skipped for {app.name}")
                             continue
                         _RUNNERS[work](server, bench)
                 finally:
