@@ -160,11 +160,11 @@ def test_a_dry_pool_is_503_overloaded_with_retry_after_not_an_outage(redis_serve
         pool = application.extensions["sluice"].broker.redis.connection_pool
         held = pool.get_connection()  # the only connection, busy elsewhere for the rest of the wait
         try:
+            # Starts go through the worker's writer (its own connection); reads of a generation take one.
             for method, path, body in (
-                ("post", "/api/generations", chat),
-                ("post", "/api/chat", chat),
                 ("get", f"/api/generations/{generation}", None),
                 ("get", f"/api/generations/{generation}/events", None),
+                ("delete", f"/api/generations/{generation}", None),
             ):
                 r = getattr(client, method)(path, json=body)
                 assert r.status_code == 503, (path, r.status_code, r.get_data(as_text=True))

@@ -76,33 +76,6 @@ _OUTAGE = (redis.ConnectionError, redis.TimeoutError)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-# ARGV: id, model, owner, key, now, ttl, max generations, lease ms, running ttl.
-# Forgets expired finished generations, makes room (oldest finished first), records the new one.
-_CREATE = """
-local now, ttl, max = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local function forget(gone)
-  local h = 'sluice:gen:' .. gone
-  redis.call('DEL', h, h .. ':events', h .. ':lease')
-  redis.call('ZREM', 'sluice:gens', gone)
-  redis.call('ZREM', 'sluice:ended', gone)
-end
-for _, gone in ipairs(redis.call('ZRANGEBYSCORE', 'sluice:ended', '-inf', ARGV[5] - ttl, 'LIMIT', 0, 100)) do
-  forget(gone)
-end
-while redis.call('ZCARD', 'sluice:gens') >= max do
-  local oldest = redis.call('ZRANGE', 'sluice:ended', 0, 0)
-  if #oldest == 0 then return 0 end
-  forget(oldest[1])
-end
-local h = 'sluice:gen:' .. ARGV[1]
-redis.call('HSET', h, 'model', ARGV[2], 'status', 'running', 'events', 0, 'listeners', 0, 'followers', 0,
-           'idle_since', ARGV[5], 'owner', ARGV[3], 'key', ARGV[4])
-redis.call('EXPIRE', h, ARGV[9])
-redis.call('SET', h .. ':lease', ARGV[3], 'PX', ARGV[8])
-redis.call('ZADD', 'sluice:gens', ARGV[5], ARGV[1])
-return 1
-"""
-
 # ARGV: owner, lease ms, ids…
 _RENEW = """
 for i = 3, #ARGV do redis.call('SET', 'sluice:gen:' .. ARGV[i] .. ':lease', ARGV[1], 'PX', ARGV[2]) end
@@ -252,14 +225,13 @@ class RedisBroker:
         self._writer_client = redis.Redis.from_url(url, **timeouts)
         self._reader_client = redis.Redis.from_url(url, **timeouts)
         self._pubsub_client = redis.Redis.from_url(url, health_check_interval=30, **timeouts)
-        self._create = self.redis.register_script(_CREATE)
         self._renew_script = self.redis.register_script(_RENEW)
         self._follow = self.redis.register_script(_FOLLOW)
         self._check = self.redis.register_script(_CHECK)
         self._lost_json = Event.make(0, events.error(GenerationLost())).json
         self.writer = Writer(
-            self._writer_client, self.outage, self.ttl_s, _RUNNING_TTL_S, flush_ms / 1000.0, max_pending,
-            wait_s=2 * socket_timeout_s + 1.0,
+            self._writer_client, self.outage, self.ttl_s, _RUNNING_TTL_S, self.owner, lease_s, max_generations,
+            flush_ms / 1000.0, max_pending, wait_s=2 * socket_timeout_s + 1.0,
         )
         self.reader = Reader(self._pubsub_client, self._reader_client, self.outage, self._stream, _BATCH, _POLL_S)
 
@@ -283,20 +255,15 @@ class RedisBroker:
 
     # -- the producer side ---------------------------------------------------------
 
-    @_guarded
     def create(self, generation_id: str, model: str, key: str | None = None) -> None:
-        """Record a running generation owned by this worker, making room if needed (one round trip).
+        """Record a running generation owned by this worker, making room if needed.
 
-        :raise Overloaded: every generation kept is still running, or no connection came free.
+        Through the writer: the starts that come together share one round trip.
+
+        :raise Overloaded: every generation kept is still running.
         :raise BrokerUnavailable: Redis does not answer.
         """
-        created = self._create(
-            keys=[],
-            args=[generation_id, model, self.owner, key or "", repr(time.time()), self.ttl_s,
-                  self.max_generations, int(self.lease_s * 1000), _RUNNING_TTL_S],
-        )
-        if not created:
-            raise Overloaded()
+        self.writer.create(generation_id, model, key)
 
     def publish(self, generation_id: str, event: Event) -> None:
         """Queue ``event`` for the worker's writer; the final one returns once it is in Redis.

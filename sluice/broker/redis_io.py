@@ -41,7 +41,7 @@ from typing import Any
 
 import redis
 
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, Overloaded
 from ..events import TERMINAL, Event
 from .. import tasks
 
@@ -52,14 +52,53 @@ log = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "sluice:new"
 _OUTAGE = (redis.ConnectionError, redis.TimeoutError)
 
-# ARGV: now, ttl, running ttl, then per generation: id, first entry number (seq+1), n,
+# ARGV: now, ttl, running ttl, max generations, lease ms, owner, the number of new generations C;
+# C × (id, model, key); then per generation with events: id, first entry number (seq+1), n,
 # status ("" while it runs), and its n events' JSON joined by newlines (JSON text has none).
-# Returns the ids whose events were refused: ended by someone else (lost), or expired.
+# Returns {ids of new generations refused (no room), ids whose events were refused (ended by
+# someone else, i.e. lost, or expired)}.
 FLUSH = """
-local now, ttl, rttl = ARGV[1], ARGV[2], ARGV[3]
-local refused, notify = {}, {}
-for i = 4, #ARGV, 5 do
+local now, ttl, rttl, max, lease, owner = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local full, refused, notify = {}, {}, {}
+local creates = tonumber(ARGV[7])
+local i = 8
+if creates > 0 then
+  local function forget(gone)
+    local h = 'sluice:gen:' .. gone
+    redis.call('DEL', h, h .. ':events', h .. ':lease')
+    redis.call('ZREM', 'sluice:gens', gone)
+    redis.call('ZREM', 'sluice:ended', gone)
+  end
+  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', 'sluice:ended', '-inf', now - ttl, 'LIMIT', 0, 100)) do
+    forget(gone)
+  end
+  local count = redis.call('ZCARD', 'sluice:gens')
+  for c = 1, creates do
+    local id, model, key = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    i = i + 3
+    local room = true
+    while count >= max do
+      local oldest = redis.call('ZRANGE', 'sluice:ended', 0, 0)
+      if #oldest == 0 then room = false; break end
+      forget(oldest[1])
+      count = count - 1
+    end
+    if room then
+      local h = 'sluice:gen:' .. id
+      redis.call('HSET', h, 'model', model, 'status', 'running', 'events', 0, 'listeners', 0, 'followers', 0,
+                 'idle_since', now, 'owner', owner, 'key', key)
+      redis.call('EXPIRE', h, rttl)
+      redis.call('SET', h .. ':lease', owner, 'PX', lease)
+      redis.call('ZADD', 'sluice:gens', now, id)
+      count = count + 1
+    else
+      full[#full + 1] = id
+    end
+  end
+end
+while i <= #ARGV do
   local id, first, n, status, blob = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
+  i = i + 5
   local hash = 'sluice:gen:' .. id
   local stream = hash .. ':events'
   local state = redis.call('HMGET', hash, 'status', 'followers')
@@ -92,7 +131,7 @@ for i = 4, #ARGV, 5 do
   end
 end
 if #notify > 0 then redis.call('PUBLISH', 'sluice:new', table.concat(notify, ' ')) end
-return refused
+return {full, refused}
 """
 _SHA = hashlib.sha1(FLUSH.encode()).hexdigest().encode()
 
@@ -104,11 +143,13 @@ def _status_of(event: Event) -> str:
 
 
 class _Batch:
-    __slots__ = ("events", "count", "done", "failed")
+    __slots__ = ("events", "count", "creates", "full", "done", "failed")
 
     def __init__(self) -> None:
         self.events: dict[str, list[Event]] = {}
         self.count = 0
+        self.creates: list[bytes] = []  # id, model, key for each new generation
+        self.full: set[str] = set()  # new generations refused: no room
         self.done = threading.Event()
         self.failed = False
 
@@ -122,6 +163,9 @@ class Writer:
         outage: Any,
         ttl_s: int,
         running_ttl_s: int,
+        owner: str,
+        lease_s: float,
+        max_generations: int,
         linger_s: float = 0.005,
         max_pending: int = 100_000,
         wait_s: float = 5.0,
@@ -132,6 +176,9 @@ class Writer:
         self._outage = outage
         self._ttl = b"%d" % ttl_s
         self._running_ttl = b"%d" % running_ttl_s
+        self._owner = owner.encode()
+        self._lease_ms = b"%d" % int(lease_s * 1000)
+        self._max_generations = b"%d" % max_generations
         self.linger_s = linger_s
         self.max_pending = max(1, max_pending)
         self._wait_s = wait_s  # longest a final event waits for its flush (a hung Redis: the timeout, twice)
@@ -142,6 +189,35 @@ class Writer:
         #: generations whose events Redis refused or never got: their next publish fails.
         self.lost: set[str] = set()
         self._task: tasks.Task | None = None
+
+    def create(self, generation_id: str, model: str, key: str | None) -> None:
+        """Record a new running generation owned by this worker, with the next flush (sent at once).
+
+        Stream starts that come together share one round trip (group commit).
+
+        :raise Overloaded: Redis keeps ``max_generations`` running ones already.
+        :raise BrokerUnavailable: Redis does not answer.
+        """
+        if self._outage.since is not None:
+            self._outage.check()  # one probe a second gets through, as a flush of its own
+        with self._lock:
+            batch = self._batch
+            batch.creates += (generation_id.encode(), model.encode(), (key or "").encode())
+            batch.count += 1
+            first = batch.count == 1
+        self._kick(first, urgent=True)
+        if not batch.done.wait(self._wait_s) or batch.failed:
+            raise BrokerUnavailable()
+        if generation_id in batch.full:
+            raise Overloaded()
+
+    def _kick(self, first: bool, urgent: bool) -> None:
+        if first:
+            if self._task is None:
+                self._task = tasks.spawn(self._run)
+            self._wake.set()
+        if urgent:
+            self._urgent.set()
 
     def publish(self, generation_id: str, event: Event) -> None:
         """Queue ``event``; a final one returns once it is in Redis.
@@ -160,12 +236,9 @@ class Writer:
                 queued.append(event)
             batch.count += 1
             first = batch.count == 1
-        if first:
-            if self._task is None:
-                self._task = tasks.spawn(self._run)
-            self._wake.set()
-        if event.type in TERMINAL:
-            self._urgent.set()
+        final = event.type in TERMINAL
+        self._kick(first, final)
+        if final:
             if not batch.done.wait(self._wait_s) or batch.failed or generation_id in self.lost:
                 self.lost.discard(generation_id)
                 raise BrokerUnavailable()
@@ -196,8 +269,12 @@ class Writer:
 
     def _send(self, batch: _Batch) -> None:
         """One EVALSHA for the whole batch, packed here: one buffer, one ``sendall``."""
-        self._outage.check()  # known down: fail at once (one probe a second)
-        args: list[bytes] = [b"EVALSHA", _SHA, b"0", repr(time.time()).encode(), self._ttl, self._running_ttl]
+        if not batch.creates:  # a create checked already: it is this second's probe
+            self._outage.check()  # known down: fail at once (one probe a second)
+        args: list[bytes] = [
+            b"EVALSHA", _SHA, b"0", repr(time.time()).encode(), self._ttl, self._running_ttl,
+            self._max_generations, self._lease_ms, self._owner, b"%d" % (len(batch.creates) // 3), *batch.creates,
+        ]
         append = args.append
         for generation_id, queued in batch.events.items():
             last = queued[-1]
@@ -208,11 +285,14 @@ class Writer:
             append("\n".join([event.json for event in queued]).encode())
         payload = b"".join([b"*%d\r\n" % len(args), *[b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args]])
         try:
-            refused = self._call(payload)
+            reply = self._call(payload)
         except redis.exceptions.NoScriptError:  # a restarted (or flushed) Redis forgot the script
             self._client.script_load(FLUSH)
-            refused = self._call(payload)
+            reply = self._call(payload)
         self._outage.answered()
+        full, refused = reply
+        if full:
+            batch.full.update(r.decode() for r in full)
         if refused:
             self._refuse({r.decode(): [] for r in refused})
 
