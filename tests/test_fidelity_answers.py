@@ -283,3 +283,20 @@ def test_usage_not_reported_is_an_empty_object(server, fake_ollama):
     fake_ollama.push(Script(tokens=["a"], prompt_tokens=3))
     events = read_events(server.url + "/api/chat", {"model": "ollama/llama3", "messages": user()})
     assert events[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 1}
+
+
+def test_ollama_logprobs_reach_sse_and_the_sdk(server, sdk, fake_ollama):
+    fake_ollama.push(Script(tokens=["Hi", "!"]))
+    events = read_events(
+        server.url + "/api/chat",
+        {"model": "ollama/llama3", "messages": user(), "options": {"logprobs": True, "top_logprobs": 2}},
+    )
+    deltas = [e for e in events if e["type"] == "delta"]
+    assert [d["logprobs"][0]["token"] for d in deltas] == ["Hi", "!"]
+    assert len(deltas[0]["logprobs"][0]["top_logprobs"]) == 2
+    fake_ollama.push(Script(tokens=["Hi", "!"]))
+    chunks = list(sdk.chat.completions.create(model="ollama/llama3", messages=user(), stream=True, logprobs=True))
+    tokens = [
+        lp.token for c in chunks if c.choices and c.choices[0].logprobs for lp in c.choices[0].logprobs.content or ()
+    ]
+    assert tokens == ["Hi", "!"]

@@ -179,7 +179,21 @@ class FakeOllama(FakeUpstream):
         return [go_json(self._message_line(ctx, "", thinking=piece)) + b"\n"]
 
     def token_frames(self, ctx: ChatContext, index: int, token: str) -> list[bytes]:
-        return [go_json(self._message_line(ctx, token)) + b"\n"]
+        line = self._message_line(ctx, token)
+        if ctx.request.body.get("logprobs") is True:
+            # Ollama 0.12.11+: the line's tokens with their log probabilities, top level.
+            line["logprobs"] = [self._logprob(ctx, token)]
+        return [go_json(line) + b"\n"]
+
+    @staticmethod
+    def _logprob(ctx: ChatContext, token: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {"token": token, "logprob": -0.1, "bytes": list(token.encode())}
+        top = ctx.request.body.get("top_logprobs")
+        if isinstance(top, int) and top > 0:
+            entry["top_logprobs"] = [
+                {"token": token if i == 0 else f"{token}~{i}", "logprob": -0.1 * (i + 1)} for i in range(top)
+            ]
+        return entry
 
     def tool_call_frames(self, ctx: ChatContext) -> list[bytes]:
         # All calls in one line before the done line (done_reason stays "stop"), as Ollama streams them.
