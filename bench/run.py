@@ -203,6 +203,8 @@ class App:
     stream: Callable[[int, int], Req]
     proxy: Callable[[int], Req]
     chat_path: str | None = None  # POST endpoint relaying Ollama (W4, W5); None: not supported
+    # Where it starts: gunicorn reads ./gunicorn.conf.py by default, which is Sluice's alone.
+    cwd: Path = ROOT
 
 
 def _sluice(name: str = "sluice", redis_url: Callable[[], str] | None = None) -> App:
@@ -231,6 +233,7 @@ def _baseline() -> App:
             "-b", f"127.0.0.1:{port}", "--chdir", str(BENCH), "baseline:app",
         ],
         env=lambda s: {"BENCH_UPSTREAM": s.upstream},
+        cwd=BENCH,
         stream=lambda n, iv: Req(f"/stream?n={n}&interval_ms={iv}", n + 1),
         proxy=lambda n: Req(f"/proxy?n={n}&interval_ms=20", n + 1),
     )
@@ -345,7 +348,7 @@ class Server:
         self.port, self.env = free_port(), wanted
         env = _clean_env() | wanted | {"SLUICE_BIND": f"127.0.0.1:{self.port}"}
         argv = [*self.bench.pins.server, *self.app.argv(self.port)]
-        self.process = Process(self.app.name, argv, env, ROOT, self.bench.log_dir / f"{self.app.name}.log")
+        self.process = Process(self.app.name, argv, env, self.app.cwd, self.bench.log_dir / f"{self.app.name}.log")
         self.process.start()
         probe = self.app.stream(1, 0)
         return wait_ready(self.process, self.base + probe.path, probe.method, probe.body)

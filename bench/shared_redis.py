@@ -12,6 +12,12 @@ core is Sluice's alone, as with the in-memory row, and Redis's own CPU is not
 in ``srv CPU s`` (it would be another machine's in a deployment). Other
 arguments go to the harness (``--workloads w1:2000/5000,w2,w3``, ``--w1-c``,
 ``--no-pin``); ``--redis-cpus`` overrides Redis's pinning (``''``: unpinned).
+
+``--workers 2`` adds ``sluice-redis-2w``: the same with ``WEB_CONCURRENCY=2``
+(two gevent workers sharing generations through the one Redis). Pinned, both
+its workers share the server's one core, so that row shows what splitting
+costs, not what a second core gives; with ``--no-pin --server-cpus 0,1`` every
+process floats over both cores, load generator and Redis included.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit("set BENCH_HOME=/some/dir (the harness's builds and results)")
     redis_cpus, argv = _option(argv, "--redis-cpus", "1")
     port, argv = _option(argv, "--port", "8000")
+    workers, argv = _option(argv, "--workers", "1")
     _build_tools(work)
     sys.path.insert(0, str(SHARED))
     import run_peers  # noqa: E402 - the shared driver, as it is
@@ -97,7 +104,15 @@ def main(argv: list[str]) -> None:
     run_peers.SERVERS["sluice-redis"] = dict(
         common, port=int(port) + 1, env=dict(env, SLUICE_REDIS_URL=f"unix://{directory / 'redis.sock'}"), default=False,
     )
-    sys.argv = ["run_peers.py", "--only", "sluice,sluice-redis", *argv]
+    only = "sluice,sluice-redis"
+    if int(workers) > 1:
+        name = f"sluice-redis-{workers}w"
+        run_peers.SERVERS[name] = dict(
+            run_peers.SERVERS["sluice-redis"], port=int(port) + 2,
+            env=dict(run_peers.SERVERS["sluice-redis"]["env"], WEB_CONCURRENCY=workers),
+        )
+        only += "," + name
+    sys.argv = ["run_peers.py", "--only", only, *argv]
     try:
         run_peers.main()
     finally:

@@ -112,8 +112,11 @@ if status == 'running' and redis.call('EXISTS', h .. ':lease') == 0 then
   redis.call('ZADD', 'sluice:ended', ARGV[6], ARGV[1])
   redis.call('PUBLISH', 'sluice:new', ARGV[1])
   lost = 1
+  status = 'error'
 end
-return {lost, redis.call('XRANGE', stream, ARGV[2], '+', 'COUNT', ARGV[3])}
+local ended = 0
+if status ~= 'running' then ended = 1 end
+return {lost, redis.call('XRANGE', stream, ARGV[2], '+', 'COUNT', ARGV[3]), ended}
 """
 
 
@@ -384,7 +387,7 @@ class RedisBroker:
                     return
                 if reply is None:
                     return  # expired while we listened
-                lost, entries = reply
+                lost, entries, ended = reply
                 if lost:
                     log.warning("generation %s lost: its worker stopped renewing the lease", generation_id)
                 batch = _parse(entries)
@@ -392,6 +395,8 @@ class RedisBroker:
                     with self.reader.lock:
                         sub.pending[:0] = batch
                     continue
+                if ended:
+                    return  # it ended, and this listener is past its end
                 if time.monotonic() - quiet_since >= idle_s:
                     quiet_since = time.monotonic()
                     yield None
