@@ -12,9 +12,10 @@
 
 Stream entry ids are the event numbers (+1, since 0-0 is not allowed), so a
 resume is one read after ``0-(after+1)`` and the number of events is the
-stream's length. Events go out write-behind, one Lua call per flush for the
-whole worker, and listeners follow through one reader per worker
-(``redis_io``). A listener checks the owner's lease once a second while
+stream's length. New generations and events go out through one writer per
+worker, one Lua call per flush for all its streams (events write-behind: a
+stream never waits for Redis, except for its start and its end), and
+listeners follow through one reader per worker (``redis_io``). A listener checks the owner's lease once a second while
 nothing comes; if the owner died it appends the ``generation_lost`` event
 itself, once (in the same Lua call that finds the lease gone, so "still
 running → lost" is atomic), and every listener on every worker ends the same
@@ -37,8 +38,8 @@ Load is not an outage either: request-time calls share a bounded pool of
 ``SLUICE_REDIS_MAX_CONNECTIONS`` connections and wait up to
 ``SLUICE_REDIS_TIMEOUT_S`` for one; a call that gets none is ``503
 overloaded`` with ``Retry-After`` (an ``overloaded`` error event in a
-stream), never a 500. Streams themselves take no connection: the writer, the
-reader and the cancel follower have one each.
+stream), never a 500. Starting and running a stream takes no pooled
+connection: the writer, the reader and the two subscribers have one each.
 """
 
 from __future__ import annotations

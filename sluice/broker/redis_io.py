@@ -2,10 +2,15 @@
 
 ::
 
-    stream greenlets ──publish──▶ Writer: pending batch ──one EVALSHA per flush──▶ Redis
-         (never wait, except          (every SLUICE_REDIS_FLUSH_MS,                 │ PUBLISH sluice:new
-          for their final event)       at once for a final event)                   ▼ "id id id" (followed ones)
+    stream greenlets ──create,──▶ Writer: pending batch ──one EVALSHA per flush──▶ Redis
+                       publish       (every SLUICE_REDIS_FLUSH_MS,                 │ PUBLISH sluice:new
+         (wait only for their        at once for a start or an end)                ▼ "id id id" (followed ones)
+          start and their end)
     listener greenlets ◀──fan out── Reader: one SUBSCRIBE, one XREAD over the dirty streams
+
+*Group commit.* ``Writer.create`` puts a new generation in the pending batch,
+asks for a flush at once and waits for it: starts that come together share one
+round trip, and "no room" is still known before the response begins.
 
 *Write behind.* ``Writer.publish`` appends the event to the worker's pending
 batch and returns: a stream's hot path never waits for Redis. One task sends
@@ -455,8 +460,10 @@ class Reader:
         if not streams:
             return
         reply = self._read.xread(streams, count=self._batch)
+        if isinstance(reply, dict):  # RESP3 answers a map
+            reply = reply.items()
         for key, entries in reply or ():
-            generation_id = ids[key.decode()]
+            generation_id = ids[key.decode() if isinstance(key, bytes) else key]
             follow = self.follows.get(generation_id)
             if follow is None or not entries:
                 continue
