@@ -37,7 +37,6 @@ from urllib.parse import quote, urlsplit
 
 import gevent
 from gevent import GreenletExit, monkey
-
 from proctree import sample_tree
 
 __all__ = ["Endpoint", "Load", "Stream", "build_request", "fetch", "percentile"]
@@ -876,7 +875,7 @@ def run_crossworker(args: argparse.Namespace) -> dict:
     load.join()
     delays: list[float] = []
     missing = 0
-    for owner, follower in zip(owners, followers):
+    for owner, follower in zip(owners, followers, strict=True):
         for seq, at in owner.arrived.items():
             if seq == 0 or not follower.connected_ns or at < follower.connected_ns:
                 continue  # before the listener was there: a replay, not a delivery
@@ -890,7 +889,7 @@ def run_crossworker(args: argparse.Namespace) -> dict:
     out["crossworker"] = {
         "probes": args.k, "probe_events": args.probe_n + 2, "delivered": len(delays), "missing": missing,
         "probe_errors": dict(Counter(t.kind for t in owners + followers if t.kind)),
-        "complete_followers": sum(1 for o, f in zip(owners, followers) if o.arrived and f.arrived
+        "complete_followers": sum(1 for o, f in zip(owners, followers, strict=True) if o.arrived and f.arrived
                                   and max(f.arrived) == max(o.arrived)),
         "p50_ms": percentile(delays, 50), "p99_ms": percentile(delays, 99), "max_ms": percentile(delays, 100),
     }

@@ -64,9 +64,9 @@ def _start_redis(directory: Path, cpus: str) -> subprocess.Popen:
     sock = directory / "redis.sock"
     pin = ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
     process = subprocess.Popen(
-        pin + [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", "0", "--unixsocket", str(sock),
-               "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", str(directory),
-               "--maxclients", "10000"],
+        [*pin, shutil.which("redis-server") or "/usr/bin/redis-server", "--port", "0", "--unixsocket", str(sock),
+         "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", str(directory),
+         "--maxclients", "10000"],
         stdout=open(directory / "redis.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     deadline = time.monotonic() + 10
@@ -86,18 +86,18 @@ def main(argv: list[str]) -> None:
     workers, argv = _option(argv, "--workers", "1")
     _build_tools(work)
     sys.path.insert(0, str(SHARED))
-    import run_peers  # noqa: E402 - the shared driver, as it is
+    import run_peers
 
     directory = Path(tempfile.mkdtemp(prefix="sluice-redis-", dir=work))
     redis_process = _start_redis(directory, "" if "--no-pin" in argv else redis_cpus)
     command = "exec {pin} " + str(VENV / "bin" / "gunicorn") + " -c gunicorn.conf.py -b 127.0.0.1:{port} wsgi:app"
-    common = dict(
-        cwd=str(ROOT), cmd=command, base_url="http://127.0.0.1:{port}",
-        stream_path="/stream?prompt={words}&max_tokens={n}&model=demo/echo", method="GET", body="",
-        proxy_path="/api/chat", proxy_method="POST",
-        proxy_body='{"model":"ollama/fake","messages":[{"role":"user","content":"hi"}],"options":{"max_tokens":49}}',
-        expect_extra=1, headers=[],
-    )
+    common = {
+        "cwd": str(ROOT), "cmd": command, "base_url": "http://127.0.0.1:{port}",
+        "stream_path": "/stream?prompt={words}&max_tokens={n}&model=demo/echo", "method": "GET", "body": "",
+        "proxy_path": "/api/chat", "proxy_method": "POST",
+        "proxy_body": '{"model":"ollama/fake","messages":[{"role":"user","content":"hi"}],"options":{"max_tokens":49}}',
+        "expect_extra": 1, "headers": [],
+    }
     env = {"SLUICE_DEMO_DELAY_MS": "{interval_ms}", "OLLAMA_BASE_URL": "{upstream}", "SLUICE_RATE_LIMIT": "",
            "SLUICE_MAX_STREAMS": "100000", "SLUICE_MAX_GENERATIONS": "100000"}
     run_peers.SERVERS["sluice"] = dict(common, port=int(port), env=dict(env), default=False)

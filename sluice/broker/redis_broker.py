@@ -138,7 +138,7 @@ class _Slots(LifoQueue):  # type: ignore[type-arg]
 class _Outage:
     """Whether Redis answers, as this worker last saw it; says so once per change."""
 
-    __slots__ = ("since", "count", "_probed", "_on_down")
+    __slots__ = ("_on_down", "_probed", "count", "since")
 
     def __init__(self, on_down: Callable[[], None]) -> None:
         self.since: float | None = None  # monotonic time of the first failure
@@ -172,7 +172,7 @@ class _Outage:
 
 
 def _guarded(method: _F) -> _F:
-    """Raise ``BrokerUnavailable`` for redis-py's outage errors, ``Overloaded`` for a dry pool; keep ``_Outage`` current."""
+    """Map redis-py's outage errors to ``BrokerUnavailable``, a dry pool to ``Overloaded``; keep ``_Outage`` current."""
 
     @wraps(method)
     def call(self: RedisBroker, *args: Any, **kwargs: Any) -> Any:
@@ -296,7 +296,7 @@ class RedisBroker:
     # -- the listener side ------------------------------------------------------------
 
     def _state(self, generation_id: str) -> dict[bytes, bytes]:
-        fields = self.redis.hgetall(self._hash(generation_id))
+        fields: dict[bytes, bytes] = self.redis.hgetall(self._hash(generation_id))  # type: ignore[assignment]
         if not fields:
             raise GenerationNotFound()
         return fields
@@ -381,7 +381,8 @@ class RedisBroker:
                     self.outage.check()
                     reply = self._check(
                         keys=[],
-                        args=[generation_id, f"0-{position + 2}", _BATCH, self._lost_json, self.ttl_s, repr(time.time())],
+                        args=[generation_id, f"0-{position + 2}", _BATCH, self._lost_json, self.ttl_s,
+                              repr(time.time())],
                     )
                 except (BrokerUnavailable, PoolExhausted, *_OUTAGE) as exc:
                     yield [_failure_event(self.outage, exc)]
@@ -449,7 +450,7 @@ class RedisBroker:
         backoff = 0.1
         while True:
             try:
-                pubsub = self._pubsub_client.pubsub(ignore_subscribe_messages=True)
+                pubsub = self._pubsub_client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                 pubsub.subscribe(f"{_PREFIX}cancel")
                 backoff = 0.1
                 for message in pubsub.listen():

@@ -46,11 +46,11 @@ from typing import Any
 
 import redis
 
+from .. import tasks
 from ..errors import BrokerUnavailable, Overloaded
 from ..events import TERMINAL, Event
-from .. import tasks
 
-__all__ = ["NOTIFY_CHANNEL", "FLUSH", "Reader", "Subscription", "Writer"]
+__all__ = ["FLUSH", "NOTIFY_CHANNEL", "Reader", "Subscription", "Writer"]
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def _status_of(event: Event) -> str:
 
 
 class _Batch:
-    __slots__ = ("events", "count", "creates", "full", "done", "failed")
+    __slots__ = ("count", "creates", "done", "events", "failed", "full")
 
     def __init__(self) -> None:
         self.events: dict[str, list[Event]] = {}
@@ -262,7 +262,7 @@ class Writer:
             try:
                 if batch.count:
                     self._send(batch)
-            except Exception as exc:  # noqa: BLE001 - the task must outlive anything a flush meets
+            except Exception as exc:
                 batch.failed = True
                 if isinstance(exc, _OUTAGE):
                     self._outage.failed(exc)
@@ -338,7 +338,7 @@ class Writer:
 class Subscription:
     """One listener's mailbox at the reader."""
 
-    __slots__ = ("pending", "wake", "broken")
+    __slots__ = ("broken", "pending", "wake")
 
     def __init__(self) -> None:
         self.pending: list[Event] = []
@@ -421,7 +421,7 @@ class Reader:
                 continue
             try:
                 if pubsub is None:
-                    pubsub = self._pubsub_client.pubsub(ignore_subscribe_messages=True)
+                    pubsub = self._pubsub_client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                     pubsub.subscribe(NOTIFY_CHANNEL)
                     # Whatever was published before this subscription is read now.
                     self._dirty.update(self.follows)
@@ -448,7 +448,7 @@ class Reader:
 
     def _fetch(self) -> None:
         """One XREAD over the dirty streams; each event parsed once, handed to every listener of it."""
-        streams: dict[str, str] = {}
+        streams: dict[Any, Any] = {}
         ids: dict[str, str] = {}
         for generation_id in self._dirty:
             follow = self.follows.get(generation_id)
@@ -459,7 +459,7 @@ class Reader:
         self._dirty.clear()
         if not streams:
             return
-        reply = self._read.xread(streams, count=self._batch)
+        reply: Any = self._read.xread(streams, count=self._batch)
         if isinstance(reply, dict):  # RESP3 answers a map
             reply = reply.items()
         for key, entries in reply or ():
@@ -488,5 +488,5 @@ class Reader:
 def _close(pubsub: Any) -> None:
     try:
         pubsub.close()
-    except Exception:  # noqa: BLE001 - it is being thrown away
+    except Exception:
         pass
