@@ -445,6 +445,15 @@ class Reader:
                 self._break_all()
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+            except Exception as exc:
+                # Not an outage (a reply it did not expect): listeners still find their
+                # events on their own once a second, and the reader starts afresh.
+                log.warning("redis reader: %s; reconnecting", type(exc).__name__, exc_info=exc)
+                if pubsub is not None:
+                    _close(pubsub)
+                    pubsub = None
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     def _fetch(self) -> None:
         """One XREAD over the dirty streams; each event parsed once, handed to every listener of it."""
