@@ -327,6 +327,8 @@ class Writer:
     def _refuse(self, generation_ids: dict[str, Any]) -> None:
         """Remember generations whose events did not reach Redis; drop what they still have queued."""
         with self._lock:
+            if len(self.lost) > 100_000:  # ids that never published again (ended during an outage)
+                self.lost.clear()
             pending = self._batch.events
             for generation_id in generation_ids:
                 self.lost.add(generation_id)
