@@ -604,25 +604,41 @@ class Load:
         wall_s = (last - self.t0_ns) / 1e9 if last else 0.0
         kinds = Counter(s.kind for s in streams if s.kind not in (None, "closed"))
         out = {
-            "label": label, "url": url, "c": self.c, "launched": len(streams),
-            "connected": self.gauge.connected, "completed": sum(s.completed for s in streams),
-            "closed": sum(s.kind == "closed" for s in streams), "peak_open": self.gauge.peak,
-            "errors": dict(sorted(kinds.items())), "events": events, "wall_s": wall_s,
+            "label": label,
+            "url": url,
+            "c": self.c,
+            "launched": len(streams),
+            "connected": self.gauge.connected,
+            "completed": sum(s.completed for s in streams),
+            "closed": sum(s.kind == "closed" for s in streams),
+            "peak_open": self.gauge.peak,
+            "errors": dict(sorted(kinds.items())),
+            "events": events,
+            "wall_s": wall_s,
             "events_per_s": events / wall_s if wall_s > 0 else 0.0,
-            "ttfe_p50_ms": percentile(ttfes, 50), "ttfe_p99_ms": percentile(ttfes, 99),
+            "ttfe_p50_ms": percentile(ttfes, 50),
+            "ttfe_p99_ms": percentile(ttfes, 99),
             "ttfe_max_ms": percentile(ttfes, 100),
-            "late_p50_ms": percentile(late, 50), "late_p99_ms": percentile(late, 99),
-            "late_max_ms": percentile(late, 100), "gaps": len(late),
-            "server_before": self._before.as_dict(), "server_after": after.as_dict(),
+            "late_p50_ms": percentile(late, 50),
+            "late_p99_ms": percentile(late, 99),
+            "late_max_ms": percentile(late, 100),
+            "gaps": len(late),
+            "server_before": self._before.as_dict(),
+            "server_after": after.as_dict(),
             "server_peak_rss_kb": max(self._peak_rss_kb, after.rss_kb),
-            "server_cpu_s": after.cpu_s - self._before.cpu_s, "client_cpu_s": self._cpu1 - self._cpu0,
-            "interval_ms": self.interval_ms, "expect": self.expect, "timed_out": self.timed_out,
+            "server_cpu_s": after.cpu_s - self._before.cpu_s,
+            "client_cpu_s": self._cpu1 - self._cpu0,
+            "interval_ms": self.interval_ms,
+            "expect": self.expect,
+            "timed_out": self.timed_out,
         }
         if window is not None:
             wl = _lateness(streams, self.interval_ms, window)
             out["window"] = {
-                "gaps": len(wl), "late_p50_ms": percentile(wl, 50),
-                "late_p99_ms": percentile(wl, 99), "late_max_ms": percentile(wl, 100),
+                "gaps": len(wl),
+                "late_p50_ms": percentile(wl, 50),
+                "late_p99_ms": percentile(wl, 99),
+                "late_max_ms": percentile(wl, 100),
             }
         return out
 
@@ -642,13 +658,19 @@ def _request_maker(endpoint: Endpoint, method: str, path: str, body: str, mode: 
     return lambda i: build_request(endpoint, method, path, body.replace("{key}", f"{_KEY_PREFIX}{i}").encode(), accept)
 
 
-
 def run_streams(args: argparse.Namespace) -> dict:
     """W1-W3: C streams; the statistics of all of them."""
     endpoint, path = Endpoint.from_url(args.url)
     load = Load(
-        endpoint, _request_maker(endpoint, args.method, path, args.body, args.mode), args.mode,
-        args.c, args.ramp, args.expect, args.interval_ms, args.timeout, args.pid,
+        endpoint,
+        _request_maker(endpoint, args.method, path, args.body, args.mode),
+        args.mode,
+        args.c,
+        args.ramp,
+        args.expect,
+        args.interval_ms,
+        args.timeout,
+        args.pid,
     )
     load.start()
     load.join()
@@ -669,8 +691,11 @@ def _close_latencies(streams: Sequence[Stream], upstream: Endpoint, wait_s: floa
         gevent.sleep(0.1)
     ms = sorted((ns - wanted[k].closed_ns) / 1e6 for k, ns in seen.items())
     return {
-        "closed": len(wanted), "seen": len(seen), "p50_ms": percentile(ms, 50),
-        "p99_ms": percentile(ms, 99), "max_ms": percentile(ms, 100),
+        "closed": len(wanted),
+        "seen": len(seen),
+        "p50_ms": percentile(ms, 50),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": percentile(ms, 100),
         "min_ms": ms[0] if ms else -1.0,
     }
 
@@ -682,8 +707,15 @@ def run_disconnect(args: argparse.Namespace) -> dict:
     if "{key}" not in args.body:
         raise SystemExit("loadgen disconnect: --body must hold {key}, the message the upstream keys its closes by")
     load = Load(
-        endpoint, _request_maker(endpoint, "POST", path, args.body, "sse"), "sse",
-        args.c, args.ramp, 0, args.interval_ms, args.timeout, args.pid,
+        endpoint,
+        _request_maker(endpoint, "POST", path, args.body, "sse"),
+        "sse",
+        args.c,
+        args.ramp,
+        0,
+        args.interval_ms,
+        args.timeout,
+        args.pid,
     )
     load.start()
     all_first = load.wait_first_events(args.first_event_timeout)
@@ -734,11 +766,17 @@ def _replay_once(endpoint: Endpoint, body: bytes, expect: int, timeout_s: float)
         return {"error": stream.kind or "no events"}
     replay_s = (stream.times[-1] - stream.start_ns) / 1e9
     return {
-        "events": len(stream.times), "expect": expect, "completed": stream.completed,
-        "kind": stream.kind, "log_events": state.get("events"), "generate_s": generate_s,
-        "replay_s": replay_s, "events_per_s": len(stream.times) / replay_s if replay_s > 0 else 0.0,
+        "events": len(stream.times),
+        "expect": expect,
+        "completed": stream.completed,
+        "kind": stream.kind,
+        "log_events": state.get("events"),
+        "generate_s": generate_s,
+        "replay_s": replay_s,
+        "events_per_s": len(stream.times) / replay_s if replay_s > 0 else 0.0,
         "ttfe_ms": (stream.times[0] - stream.start_ns) / 1e6,
-        "start_ns": stream.start_ns, "end_ns": stream.times[-1],
+        "start_ns": stream.start_ns,
+        "end_ns": stream.times[-1],
     }
 
 
@@ -747,14 +785,24 @@ def run_replay(args: argparse.Namespace) -> dict:
     endpoint, _ = Endpoint.from_url(args.url)
     bg_endpoint, bg_path = Endpoint.from_url(args.bg_url)
     words = " ".join(["w"] * args.words)
-    body = json.dumps({
-        "model": "demo/echo", "messages": [{"role": "user", "content": words}],
-        "options": {"max_tokens": args.words},
-    }).encode()
+    body = json.dumps(
+        {
+            "model": "demo/echo",
+            "messages": [{"role": "user", "content": words}],
+            "options": {"max_tokens": args.words},
+        }
+    ).encode()
     alone = _replay_once(endpoint, body, args.expect, min(60.0, args.timeout / 3))
     load = Load(
-        bg_endpoint, _request_maker(bg_endpoint, "POST", bg_path, args.bg_body, "sse"), "sse",
-        args.c, args.ramp, args.bg_expect, args.interval_ms, args.timeout, args.pid,
+        bg_endpoint,
+        _request_maker(bg_endpoint, "POST", bg_path, args.bg_body, "sse"),
+        "sse",
+        args.c,
+        args.ramp,
+        args.bg_expect,
+        args.interval_ms,
+        args.timeout,
+        args.pid,
     )
     load.start()
     all_first = load.wait_first_events(args.first_event_timeout)
@@ -842,13 +890,25 @@ def run_crossworker(args: argparse.Namespace) -> dict:
     endpoint, path = Endpoint.from_url(args.url)
     other, _ = Endpoint.from_url(args.follow_url)
     load = Load(
-        endpoint, _request_maker(endpoint, "GET", path, "", "sse"), "sse",
-        args.c, args.ramp, args.expect, args.interval_ms, args.timeout, args.pid,
+        endpoint,
+        _request_maker(endpoint, "GET", path, "", "sse"),
+        "sse",
+        args.c,
+        args.ramp,
+        args.expect,
+        args.interval_ms,
+        args.timeout,
+        args.pid,
     )
     load.start()
     words = " ".join(["w"] * args.probe_n)
-    body = json.dumps({"model": "demo/echo", "messages": [{"role": "user", "content": words}],
-                       "options": {"max_tokens": args.probe_n}}).encode()
+    body = json.dumps(
+        {
+            "model": "demo/echo",
+            "messages": [{"role": "user", "content": words}],
+            "options": {"max_tokens": args.probe_n},
+        }
+    ).encode()
     owners: list[_Timed] = []
     followers: list[_Timed] = []
     workers: list[gevent.Greenlet] = []
@@ -887,11 +947,19 @@ def run_crossworker(args: argparse.Namespace) -> dict:
     delays.sort()
     out = load.result(args.label, args.url)
     out["crossworker"] = {
-        "probes": args.k, "probe_events": args.probe_n + 2, "delivered": len(delays), "missing": missing,
+        "probes": args.k,
+        "probe_events": args.probe_n + 2,
+        "delivered": len(delays),
+        "missing": missing,
         "probe_errors": dict(Counter(t.kind for t in owners + followers if t.kind)),
-        "complete_followers": sum(1 for o, f in zip(owners, followers, strict=True) if o.arrived and f.arrived
-                                  and max(f.arrived) == max(o.arrived)),
-        "p50_ms": percentile(delays, 50), "p99_ms": percentile(delays, 99), "max_ms": percentile(delays, 100),
+        "complete_followers": sum(
+            1
+            for o, f in zip(owners, followers, strict=True)
+            if o.arrived and f.arrived and max(f.arrived) == max(o.arrived)
+        ),
+        "p50_ms": percentile(delays, 50),
+        "p99_ms": percentile(delays, 99),
+        "max_ms": percentile(delays, 100),
     }
     return out
 
@@ -951,8 +1019,9 @@ def main(argv: list[str] | None = None) -> None:
     # Before any socket exists: every socket and sleep below is then cooperative.
     monkey.patch_all()
     args = _parser().parse_args(argv)
-    run = {"streams": run_streams, "disconnect": run_disconnect, "replay": run_replay,
-           "crossworker": run_crossworker}[args.command]
+    run = {"streams": run_streams, "disconnect": run_disconnect, "replay": run_replay, "crossworker": run_crossworker}[
+        args.command
+    ]
     result = run(args)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

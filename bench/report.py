@@ -8,8 +8,21 @@ from pathlib import Path
 __all__ = ["COLUMNS", "format_table", "plot_lateness"]
 
 COLUMNS = [
-    "server", "work", "C", "done/C", "peak open", "errors", "TTFE p50/p99 ms", "late p50/p99 ms",
-    "events/s", "srv CPU s", "CPU s/100k ev", "srv RSS MB base→peak", "KB/stream", "client CPU s", "notes",
+    "server",
+    "work",
+    "C",
+    "done/C",
+    "peak open",
+    "errors",
+    "TTFE p50/p99 ms",
+    "late p50/p99 ms",
+    "events/s",
+    "srv CPU s",
+    "CPU s/100k ev",
+    "srv RSS MB base→peak",
+    "KB/stream",
+    "client CPU s",
+    "notes",
 ]
 
 
@@ -55,7 +68,8 @@ def _notes(row: dict, direct: dict | None) -> str:
             f"a listener on another worker, {x['probes']} generations followed live: each event "
             f"{_ms(x['p50_ms'])}/{_ms(x['p99_ms'])}/{_ms(x['max_ms'])} ms (p50/p99/max) after the owner's client "
             f"({x['delivered']} events, {x['missing']} missing, {x['complete_followers']}/{x['probes']} followers whole"
-            + (f", errors {x['probe_errors']}" if x["probe_errors"] else "") + ")"
+            + (f", errors {x['probe_errors']}" if x["probe_errors"] else "")
+            + ")"
         )
     if rp := row.get("replay"):
         parts = []
@@ -94,7 +108,11 @@ def format_table(rows: Sequence[dict]) -> str:
         if r["work"] == "W1" and r["peak_open"] and measured:
             kb = f"{(peak - fresh[r['server']]) / r['peak_open']:.0f}"
         cells = [
-            r["server"], r["work"], str(r["c"]), f"{r['completed']}/{r['c']}", str(r["peak_open"]),
+            r["server"],
+            r["work"],
+            str(r["c"]),
+            f"{r['completed']}/{r['c']}",
+            str(r["peak_open"]),
             ", ".join(f"{k}:{v}" for k, v in sorted(r["errors"].items())) or "-",
             f"{_ms(r['ttfe_p50_ms'])} / {_ms(r['ttfe_p99_ms'])}",
             f"{_ms(r['late_p50_ms'], 2)} / {_ms(r['late_p99_ms'], 2)}",

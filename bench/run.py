@@ -90,8 +90,21 @@ class Profile:
     x1_k: int = 50
 
 
-QUICK = Profile(w1_c=(100, 200), w1_n=6, w2_c=50, w2_n=200, w3_c=50, w4_c=200, w4_k=40, w4_spread_s=2.0,
-                w5_words=2000, w5_bg_c=200, w5_bg_n=6, x1_c=200, x1_k=10)
+QUICK = Profile(
+    w1_c=(100, 200),
+    w1_n=6,
+    w2_c=50,
+    w2_n=200,
+    w3_c=50,
+    w4_c=200,
+    w4_k=40,
+    w4_spread_s=2.0,
+    w5_words=2000,
+    w5_bg_c=200,
+    w5_bg_n=6,
+    x1_c=200,
+    x1_k=10,
+)
 
 
 @dataclass(frozen=True)
@@ -127,11 +140,16 @@ class Process:
 
     def start(self) -> None:
         """Start it; returns at once (see :func:`wait_ready`)."""
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the child
+        self._log = open(self.log_path, "ab")
         log(f"  start {self.name}: {' '.join(self.argv)}")
         self.proc = subprocess.Popen(
-            self.argv, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     def stop(self) -> None:
@@ -212,10 +230,16 @@ def _sluice(name: str = "sluice", redis_url: Callable[[], str] | None = None) ->
     return App(
         name=name,
         argv=lambda _port: [GUNICORN, "-c", "gunicorn.conf.py", "wsgi:app"],
-        env=lambda s: {
-            "SLUICE_DEMO_DELAY_MS": str(s.delay_ms), "OLLAMA_BASE_URL": s.upstream,
-            "SLUICE_RATE_LIMIT": "", "SLUICE_MAX_STREAMS": "100000", "SLUICE_MAX_GENERATIONS": "100000",
-        } | ({"SLUICE_REDIS_URL": redis_url()} if redis_url else {}),
+        env=lambda s: (
+            {
+                "SLUICE_DEMO_DELAY_MS": str(s.delay_ms),
+                "OLLAMA_BASE_URL": s.upstream,
+                "SLUICE_RATE_LIMIT": "",
+                "SLUICE_MAX_STREAMS": "100000",
+                "SLUICE_MAX_GENERATIONS": "100000",
+            }
+            | ({"SLUICE_REDIS_URL": redis_url()} if redis_url else {})
+        ),
         # demo/echo sends one piece per word; max_tokens stops it after n: n data events + `event: done`.
         stream=lambda n, _iv: Req(f"/stream?prompt={words(n)}&max_tokens={n}&model=demo/echo", n + 1),
         # start, a delta per line of the fake Ollama, done. The body names no length, so
@@ -229,8 +253,19 @@ def _baseline() -> App:
     return App(
         name="baseline",
         argv=lambda port: [
-            GUNICORN, "-k", "gevent", "-w", "1", "--worker-connections", "10000", "--no-control-socket",
-            "-b", f"127.0.0.1:{port}", "--chdir", str(BENCH), "baseline:app",
+            GUNICORN,
+            "-k",
+            "gevent",
+            "-w",
+            "1",
+            "--worker-connections",
+            "10000",
+            "--no-control-socket",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(BENCH),
+            "baseline:app",
         ],
         env=lambda s: {"BENCH_UPSTREAM": s.upstream},
         cwd=BENCH,
@@ -284,8 +319,17 @@ class Bench:
         """Start (once) a fake Ollama with these defaults; its base URL."""
         if name not in self.upstreams:
             port = free_port()
-            argv = [*self.pins.client, PYTHON, str(BENCH / "upstream.py"), "--port", str(port),
-                    "--n", str(n), "--interval-ms", str(interval_ms)]
+            argv = [
+                *self.pins.client,
+                PYTHON,
+                str(BENCH / "upstream.py"),
+                "--port",
+                str(port),
+                "--n",
+                str(n),
+                "--interval-ms",
+                str(interval_ms),
+            ]
             process = Process(f"upstream-{name}", argv, _clean_env(), BENCH, self.log_dir / f"upstream-{name}.log")
             process.start()
             url = f"http://127.0.0.1:{port}"
@@ -312,8 +356,24 @@ class Bench:
             server = shutil.which("redis-server")
             if server is None:
                 raise SystemExit("the Redis rows need redis-server (make system-deps, or apt-get install redis-server)")
-            argv = [*self.pins.client, server, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-                    "--save", "", "--appendonly", "no", "--dir", str(self.log_dir), "--maxclients", "10000"]
+            argv = [
+                *self.pins.client,
+                server,
+                "--port",
+                "0",
+                "--unixsocket",
+                str(sock),
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.log_dir),
+                "--maxclients",
+                "10000",
+            ]
             self.redis_process = Process("redis", argv, _clean_env(), BENCH, self.log_dir / "redis.log")
             self.redis_process.start()
             deadline = time.monotonic() + 10
@@ -358,19 +418,39 @@ class Server:
             self.process.stop()
         self.process = None
 
-    def streams(self, work: str, setting: Setting, c: int, n: int, interval_ms: int, req: Req,
-                ramp_s: float | None = None, slack_s: float | None = None) -> dict:
+    def streams(
+        self,
+        work: str,
+        setting: Setting,
+        c: int,
+        n: int,
+        interval_ms: int,
+        req: Req,
+        ramp_s: float | None = None,
+        slack_s: float | None = None,
+    ) -> dict:
         """One ``loadgen streams`` row against this server."""
         if not self.ensure(setting):
             return self.bench.record({"server": self.app.name, "work": work, "c": c, "error": "server did not start"})
         ramp_s = min(5.0, max(0.5, c / 1000)) if ramp_s is None else ramp_s
         nominal_s = n * interval_ms / 1000
         slack_s = max(10.0, nominal_s) if slack_s is None else slack_s
-        row = self.bench.loadgen("streams", {
-            "url": self.base + req.path, "method": req.method, "body": req.body, "mode": "sse",
-            "c": c, "ramp": ramp_s, "expect": req.expect, "interval_ms": interval_ms,
-            "pid": self.process.pid if self.process else 0, "label": f"{self.app.name} {work} c={c}",
-        }, ramp_s + nominal_s + slack_s)
+        row = self.bench.loadgen(
+            "streams",
+            {
+                "url": self.base + req.path,
+                "method": req.method,
+                "body": req.body,
+                "mode": "sse",
+                "c": c,
+                "ramp": ramp_s,
+                "expect": req.expect,
+                "interval_ms": interval_ms,
+                "pid": self.process.pid if self.process else 0,
+                "label": f"{self.app.name} {work} c={c}",
+            },
+            ramp_s + nominal_s + slack_s,
+        )
         return self.bench.record(row | {"server": self.app.name, "work": work, "c": c, "n": n})
 
 
@@ -381,8 +461,9 @@ def w1(server: Server, bench: Bench) -> None:
     """Capacity: many slow streams; stops at the first C where fewer than half complete."""
     p = bench.profile
     for c in p.w1_c:
-        row = server.streams("W1", Setting(500, bench.upstream("fast", 50, 20)), c, p.w1_n, 500,
-                             server.app.stream(p.w1_n, 500))
+        row = server.streams(
+            "W1", Setting(500, bench.upstream("fast", 50, 20)), c, p.w1_n, 500, server.app.stream(p.w1_n, 500)
+        )
         if row.get("completed", 0) < 0.5 * c:  # the report marks such a row from the same rule
             log(f"  {server.app.name} broke at W1 C={c}: larger C skipped, server restarted")
             server.stop()  # a collapsed server must not taint the next workloads
@@ -392,15 +473,24 @@ def w1(server: Server, bench: Bench) -> None:
 def w2(server: Server, bench: Bench) -> None:
     """Throughput: streams at interval 0, all started within 50 ms."""
     p = bench.profile
-    server.streams("W2", Setting(0, bench.upstream("fast", 50, 20)), p.w2_c, p.w2_n, 0,
-                   server.app.stream(p.w2_n, 0), ramp_s=0.05, slack_s=60)
+    server.streams(
+        "W2",
+        Setting(0, bench.upstream("fast", 50, 20)),
+        p.w2_c,
+        p.w2_n,
+        0,
+        server.app.stream(p.w2_n, 0),
+        ramp_s=0.05,
+        slack_s=60,
+    )
 
 
 def w3(server: Server, bench: Bench) -> None:
     """Proxy: the fake Ollama's 50 lines at 20 ms relayed as SSE."""
     c = bench.profile.w3_c
-    server.streams("W3", Setting(0, bench.upstream("fast", 50, 20)), c, 50, 20, server.app.proxy(50),
-                   ramp_s=0.5, slack_s=25)
+    server.streams(
+        "W3", Setting(0, bench.upstream("fast", 50, 20)), c, 50, 20, server.app.proxy(50), ramp_s=0.5, slack_s=25
+    )
 
 
 def w3_direct(bench: Bench) -> None:
@@ -408,12 +498,22 @@ def w3_direct(bench: Bench) -> None:
     c = bench.profile.w3_c
     url = bench.upstream("fast", 50, 20)
     process = bench.upstreams["fast"][0]
-    row = bench.loadgen("streams", {
-        "url": url + "/api/chat?n=50&interval_ms=20", "method": "POST", "mode": "ndjson",
-        "body": json.dumps({"model": "fake", "messages": [{"role": "user", "content": "hi"}]}),
-        "c": c, "ramp": 0.5, "expect": 51, "interval_ms": 20, "pid": process.pid,
-        "label": f"upstream-direct W3 c={c}",
-    }, 0.5 + 1 + 25)
+    row = bench.loadgen(
+        "streams",
+        {
+            "url": url + "/api/chat?n=50&interval_ms=20",
+            "method": "POST",
+            "mode": "ndjson",
+            "body": json.dumps({"model": "fake", "messages": [{"role": "user", "content": "hi"}]}),
+            "c": c,
+            "ramp": 0.5,
+            "expect": 51,
+            "interval_ms": 20,
+            "pid": process.pid,
+            "label": f"upstream-direct W3 c={c}",
+        },
+        0.5 + 1 + 25,
+    )
     bench.record(row | {"server": "upstream-direct", "work": "W3", "c": c, "n": 50})
 
 
@@ -443,11 +543,22 @@ def w4(server: Server, bench: Bench) -> None:
         bench.record({"server": server.app.name, "work": "W4", "c": p.w4_c, "error": "server did not start"})
         return
     ramp_s = _slow_ramp_s(p.w4_c)
-    row = bench.loadgen("disconnect", {
-        "url": server.base + str(server.app.chat_path), "body": _slow_chat_body("{key}"), "upstream": upstream,
-        "c": p.w4_c, "ramp": ramp_s, "k": p.w4_k, "spread": p.w4_spread_s, "interval_ms": 500,
-        "pid": server.process.pid if server.process else 0, "label": f"{server.app.name} W4 c={p.w4_c}",
-    }, ramp_s + 20 + p.w4_spread_s + 25)
+    row = bench.loadgen(
+        "disconnect",
+        {
+            "url": server.base + str(server.app.chat_path),
+            "body": _slow_chat_body("{key}"),
+            "upstream": upstream,
+            "c": p.w4_c,
+            "ramp": ramp_s,
+            "k": p.w4_k,
+            "spread": p.w4_spread_s,
+            "interval_ms": 500,
+            "pid": server.process.pid if server.process else 0,
+            "label": f"{server.app.name} W4 c={p.w4_c}",
+        },
+        ramp_s + 20 + p.w4_spread_s + 25,
+    )
     bench.record(row | {"server": server.app.name, "work": "W4", "c": p.w4_c, "n": 0})
 
 
@@ -461,12 +572,23 @@ def w5(server: Server, bench: Bench) -> None:
         bench.record({"server": server.app.name, "work": "W5", "c": p.w5_bg_c, "error": "server did not start"})
         return
     ramp_s = _slow_ramp_s(p.w5_bg_c)
-    row = bench.loadgen("replay", {
-        "url": server.base, "words": p.w5_words, "expect": p.w5_words + 2,
-        "bg_url": server.base + str(server.app.chat_path), "bg_body": _slow_chat_body("hi", p.w5_bg_n),
-        "bg_expect": p.w5_bg_n + 2, "c": p.w5_bg_c, "ramp": ramp_s, "interval_ms": 500,
-        "pid": server.process.pid if server.process else 0, "label": f"{server.app.name} W5 bg c={p.w5_bg_c}",
-    }, ramp_s + p.w5_bg_n * 0.5 + 60)
+    row = bench.loadgen(
+        "replay",
+        {
+            "url": server.base,
+            "words": p.w5_words,
+            "expect": p.w5_words + 2,
+            "bg_url": server.base + str(server.app.chat_path),
+            "bg_body": _slow_chat_body("hi", p.w5_bg_n),
+            "bg_expect": p.w5_bg_n + 2,
+            "c": p.w5_bg_c,
+            "ramp": ramp_s,
+            "interval_ms": 500,
+            "pid": server.process.pid if server.process else 0,
+            "label": f"{server.app.name} W5 bg c={p.w5_bg_c}",
+        },
+        ramp_s + p.w5_bg_n * 0.5 + 60,
+    )
     bench.record(row | {"server": server.app.name, "work": "W5", "c": p.w5_bg_c, "n": p.w5_bg_n})
 
 
@@ -481,18 +603,35 @@ def x1(server: Server, bench: Bench) -> None:
             return
         ramp_s = min(5.0, max(0.5, p.x1_c / 1000))
         req = server.app.stream(p.w1_n, 500)
-        row = bench.loadgen("crossworker", {
-            "url": server.base + req.path, "expect": req.expect, "follow_url": listener.base,
-            "c": p.x1_c, "ramp": ramp_s, "k": p.x1_k, "probe_n": p.w1_n, "probe_ramp": 5.0, "interval_ms": 500,
-            "pid": server.process.pid if server.process else 0, "label": f"{server.app.name} X1 c={p.x1_c}",
-        }, ramp_s + 5.0 + p.w1_n * 0.5 + 20)
+        row = bench.loadgen(
+            "crossworker",
+            {
+                "url": server.base + req.path,
+                "expect": req.expect,
+                "follow_url": listener.base,
+                "c": p.x1_c,
+                "ramp": ramp_s,
+                "k": p.x1_k,
+                "probe_n": p.w1_n,
+                "probe_ramp": 5.0,
+                "interval_ms": 500,
+                "pid": server.process.pid if server.process else 0,
+                "label": f"{server.app.name} X1 c={p.x1_c}",
+            },
+            ramp_s + 5.0 + p.w1_n * 0.5 + 20,
+        )
         bench.record(row | {"server": server.app.name, "work": "X1", "c": p.x1_c, "n": p.w1_n})
     finally:
         listener.stop()
 
 
 _RUNNERS: dict[str, Callable[[Server, Bench], None]] = {
-    "w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5, "x1": x1,
+    "w1": w1,
+    "w2": w2,
+    "w3": w3,
+    "w4": w4,
+    "w5": w5,
+    "x1": x1,
 }
 # What each server runs beyond the common rows: the Redis broker's rows are W1-W3 and X1.
 _ONLY_FOR = {"w4": {"sluice"}, "w5": {"sluice"}, "x1": {"sluice-redis"}}
@@ -511,12 +650,23 @@ def _csv(value: str, allowed: Iterable[str]) -> list[str]:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", type=lambda v: _csv(v, SERVERS), default=list(SERVERS),
-                    help="servers, comma-separated (default: sluice,baseline)")
-    ap.add_argument("--workloads", type=lambda v: _csv(v, WORKLOADS), default=list(WORKLOADS),
-                    help="comma-separated, from w1,w2,w3,w4,w5 (default: all)")
-    ap.add_argument("--w1-c", type=lambda v: tuple(int(x) for x in v.split(",") if x.strip()),
-                    help="W1's concurrent streams, comma-separated (default 500,1000,2000; --quick: 100,200)")
+    ap.add_argument(
+        "--only",
+        type=lambda v: _csv(v, SERVERS),
+        default=list(SERVERS),
+        help="servers, comma-separated (default: sluice,baseline)",
+    )
+    ap.add_argument(
+        "--workloads",
+        type=lambda v: _csv(v, WORKLOADS),
+        default=list(WORKLOADS),
+        help="comma-separated, from w1,w2,w3,w4,w5 (default: all)",
+    )
+    ap.add_argument(
+        "--w1-c",
+        type=lambda v: tuple(int(x) for x in v.split(",") if x.strip()),
+        help="W1's concurrent streams, comma-separated (default 500,1000,2000; --quick: 100,200)",
+    )
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run of a minute or two")
     ap.add_argument("--no-pin", action="store_true", help="do not pin server and client to separate CPUs")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "bench-results")
@@ -564,8 +714,11 @@ def main(argv: list[str] | None = None) -> None:
     header = (
         f"Sluice bench {stamp}{' (--quick)' if args.quick else ''}: Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, "
-        + (f"server on CPU {pins.server[-1]}, loadgen + fake upstream on CPU {pins.client[-1]}"
-           if pins.server else "not pinned")
+        + (
+            f"server on CPU {pins.server[-1]}, loadgen + fake upstream on CPU {pins.client[-1]}"
+            if pins.server
+            else "not pinned"
+        )
         + f", open-file limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}"
     )
     log(header)

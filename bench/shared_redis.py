@@ -64,10 +64,27 @@ def _start_redis(directory: Path, cpus: str) -> subprocess.Popen:
     sock = directory / "redis.sock"
     pin = ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
     process = subprocess.Popen(
-        [*pin, shutil.which("redis-server") or "/usr/bin/redis-server", "--port", "0", "--unixsocket", str(sock),
-         "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", str(directory),
-         "--maxclients", "10000"],
-        stdout=open(directory / "redis.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            *pin,
+            shutil.which("redis-server") or "/usr/bin/redis-server",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+            "--maxclients",
+            "10000",
+        ],
+        stdout=open(directory / "redis.log", "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 10
     while not sock.exists():
@@ -92,23 +109,38 @@ def main(argv: list[str]) -> None:
     redis_process = _start_redis(directory, "" if "--no-pin" in argv else redis_cpus)
     command = "exec {pin} " + str(VENV / "bin" / "gunicorn") + " -c gunicorn.conf.py -b 127.0.0.1:{port} wsgi:app"
     common = {
-        "cwd": str(ROOT), "cmd": command, "base_url": "http://127.0.0.1:{port}",
-        "stream_path": "/stream?prompt={words}&max_tokens={n}&model=demo/echo", "method": "GET", "body": "",
-        "proxy_path": "/api/chat", "proxy_method": "POST",
+        "cwd": str(ROOT),
+        "cmd": command,
+        "base_url": "http://127.0.0.1:{port}",
+        "stream_path": "/stream?prompt={words}&max_tokens={n}&model=demo/echo",
+        "method": "GET",
+        "body": "",
+        "proxy_path": "/api/chat",
+        "proxy_method": "POST",
         "proxy_body": '{"model":"ollama/fake","messages":[{"role":"user","content":"hi"}],"options":{"max_tokens":49}}',
-        "expect_extra": 1, "headers": [],
+        "expect_extra": 1,
+        "headers": [],
     }
-    env = {"SLUICE_DEMO_DELAY_MS": "{interval_ms}", "OLLAMA_BASE_URL": "{upstream}", "SLUICE_RATE_LIMIT": "",
-           "SLUICE_MAX_STREAMS": "100000", "SLUICE_MAX_GENERATIONS": "100000"}
+    env = {
+        "SLUICE_DEMO_DELAY_MS": "{interval_ms}",
+        "OLLAMA_BASE_URL": "{upstream}",
+        "SLUICE_RATE_LIMIT": "",
+        "SLUICE_MAX_STREAMS": "100000",
+        "SLUICE_MAX_GENERATIONS": "100000",
+    }
     run_peers.SERVERS["sluice"] = dict(common, port=int(port), env=dict(env), default=False)
     run_peers.SERVERS["sluice-redis"] = dict(
-        common, port=int(port) + 1, env=dict(env, SLUICE_REDIS_URL=f"unix://{directory / 'redis.sock'}"), default=False,
+        common,
+        port=int(port) + 1,
+        env=dict(env, SLUICE_REDIS_URL=f"unix://{directory / 'redis.sock'}"),
+        default=False,
     )
     only = "sluice,sluice-redis"
     if int(workers) > 1:
         name = f"sluice-redis-{workers}w"
         run_peers.SERVERS[name] = dict(
-            run_peers.SERVERS["sluice-redis"], port=int(port) + 2,
+            run_peers.SERVERS["sluice-redis"],
+            port=int(port) + 2,
             env=dict(run_peers.SERVERS["sluice-redis"]["env"], WEB_CONCURRENCY=workers),
         )
         only += "," + name

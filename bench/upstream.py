@@ -187,11 +187,15 @@ class FakeOllama:
                 if watch.gone:
                     return
             total = time.monotonic_ns() - started
-            yield head + _created_at().encode() + (
-                b'","message":{"role":"assistant","content":""},"done_reason":"stop","done":true,'
-                b'"total_duration":%d,"load_duration":1000000,"prompt_eval_count":%d,'
-                b'"prompt_eval_duration":1000000,"eval_count":%d,"eval_duration":%d}\n'
-                % (total, prompt_words, n, total)
+            yield (
+                head
+                + _created_at().encode()
+                + (
+                    b'","message":{"role":"assistant","content":""},"done_reason":"stop","done":true,'
+                    b'"total_duration":%d,"load_duration":1000000,"prompt_eval_count":%d,'
+                    b'"prompt_eval_duration":1000000,"eval_count":%d,"eval_duration":%d}\n'
+                    % (total, prompt_words, n, total)
+                )
             )
             finished = True
         finally:

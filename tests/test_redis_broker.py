@@ -48,8 +48,12 @@ def sse_events(body: str) -> list[tuple[int, str]]:
 
 
 def test_after_done_reaches_the_client_the_state_agrees_and_a_resume_is_204(redis_server, fake_ollama, fake_openai):
-    settings = {**BASE_SETTINGS, **upstream_settings(fake_ollama, fake_openai), "SLUICE_REDIS_URL": redis_server.url,
-                "SLUICE_REDIS_FLUSH_MS": "200"}  # a long linger: only the end's own flush can explain a pass
+    settings = {
+        **BASE_SETTINGS,
+        **upstream_settings(fake_ollama, fake_openai),
+        "SLUICE_REDIS_URL": redis_server.url,
+        "SLUICE_REDIS_FLUSH_MS": "200",
+    }  # a long linger: only the end's own flush can explain a pass
     client = create_app(load_config(settings)).test_client()
     chat = {"model": "demo/echo", "messages": [{"role": "user", "content": "one two three four"}]}
     for _ in range(5):

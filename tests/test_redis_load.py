@@ -145,8 +145,11 @@ class _Records(logging.Handler):
 
 def test_a_dry_pool_is_503_overloaded_with_retry_after_not_an_outage(redis_server, fake_ollama, fake_openai):
     settings = {
-        **BASE_SETTINGS, **upstream_settings(fake_ollama, fake_openai),
-        "SLUICE_REDIS_URL": redis_server.url, "SLUICE_REDIS_MAX_CONNECTIONS": "1", "SLUICE_REDIS_TIMEOUT_S": "0.2",
+        **BASE_SETTINGS,
+        **upstream_settings(fake_ollama, fake_openai),
+        "SLUICE_REDIS_URL": redis_server.url,
+        "SLUICE_REDIS_MAX_CONNECTIONS": "1",
+        "SLUICE_REDIS_TIMEOUT_S": "0.2",
     }
     application = create_app(load_config(settings))
     handler = _Records()

@@ -160,7 +160,8 @@ class _Outage:
             self.count += 1
             log.warning(
                 "redis unreachable (%s): streams that need it end with generation_lost, "
-                "new ones get 503 broker_unavailable until it answers", type(exc).__name__,
+                "new ones get 503 broker_unavailable until it answers",
+                type(exc).__name__,
             )
             self._on_down()
         return BrokerUnavailable()
@@ -220,8 +221,12 @@ class RedisBroker:
         # timeout bounds each call. Waiting for a free connection is bounded by it too.
         timeouts = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": socket_timeout_s}
         pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=max(1, max_connections), timeout=socket_timeout_s, queue_class=_Slots,
-            health_check_interval=30, **timeouts,
+            url,
+            max_connections=max(1, max_connections),
+            timeout=socket_timeout_s,
+            queue_class=_Slots,
+            health_check_interval=30,
+            **timeouts,
         )
         self.redis = redis.Redis(connection_pool=pool)
         # One connection each for the writer, the reader's XREAD, and the two subscribers
@@ -234,8 +239,16 @@ class RedisBroker:
         self._check = self.redis.register_script(_CHECK)
         self._lost_json = Event.make(0, events.error(GenerationLost())).json
         self.writer = Writer(
-            self._writer_client, self.outage, self.ttl_s, _RUNNING_TTL_S, self.owner, lease_s, max_generations,
-            flush_ms / 1000.0, max_pending, wait_s=2 * socket_timeout_s + 1.0,
+            self._writer_client,
+            self.outage,
+            self.ttl_s,
+            _RUNNING_TTL_S,
+            self.owner,
+            lease_s,
+            max_generations,
+            flush_ms / 1000.0,
+            max_pending,
+            wait_s=2 * socket_timeout_s + 1.0,
         )
         self.reader = Reader(self._pubsub_client, self._reader_client, self.outage, self._stream, _BATCH, _POLL_S)
 
@@ -381,8 +394,14 @@ class RedisBroker:
                     self.outage.check()
                     reply = self._check(
                         keys=[],
-                        args=[generation_id, f"0-{position + 2}", _BATCH, self._lost_json, self.ttl_s,
-                              repr(time.time())],
+                        args=[
+                            generation_id,
+                            f"0-{position + 2}",
+                            _BATCH,
+                            self._lost_json,
+                            self.ttl_s,
+                            repr(time.time()),
+                        ],
                     )
                 except (BrokerUnavailable, PoolExhausted, *_OUTAGE) as exc:
                     yield [_failure_event(self.outage, exc)]

@@ -277,8 +277,17 @@ class Writer:
         if not batch.creates:  # a create checked already: it is this second's probe
             self._outage.check()  # known down: fail at once (one probe a second)
         args: list[bytes] = [
-            b"EVALSHA", _SHA, b"0", repr(time.time()).encode(), self._ttl, self._running_ttl,
-            self._max_generations, self._lease_ms, self._owner, b"%d" % (len(batch.creates) // 3), *batch.creates,
+            b"EVALSHA",
+            _SHA,
+            b"0",
+            repr(time.time()).encode(),
+            self._ttl,
+            self._running_ttl,
+            self._max_generations,
+            self._lease_ms,
+            self._owner,
+            b"%d" % (len(batch.creates) // 3),
+            *batch.creates,
         ]
         append = args.append
         for generation_id, queued in batch.events.items():
