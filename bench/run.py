@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import IO
 
 import report
+from shared_redis import redis_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -356,24 +357,7 @@ class Bench:
             server = shutil.which("redis-server")
             if server is None:
                 raise SystemExit("the Redis rows need redis-server (make system-deps, or apt-get install redis-server)")
-            argv = [
-                *self.pins.client,
-                server,
-                "--port",
-                "0",
-                "--unixsocket",
-                str(sock),
-                "--unixsocketperm",
-                "700",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.log_dir),
-                "--maxclients",
-                "10000",
-            ]
+            argv = [*self.pins.client, *redis_argv(server, sock, self.log_dir)]
             self.redis_process = Process("redis", argv, _clean_env(), BENCH, self.log_dir / "redis.log")
             self.redis_process.start()
             deadline = time.monotonic() + 10

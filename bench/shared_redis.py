@@ -60,28 +60,32 @@ def _build_tools(work: Path) -> None:
     subprocess.run(["go", "build", "-o", str(work / "bin") + "/", "./cmd/..."], cwd=SHARED / "go", check=True)
 
 
+def redis_argv(server: str, sock: Path, directory: Path) -> list[str]:
+    """A redis-server on a unix socket only, saving nothing, with room for many clients."""
+    return [
+        server,
+        "--port",
+        "0",
+        "--unixsocket",
+        str(sock),
+        "--unixsocketperm",
+        "700",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+        "--maxclients",
+        "10000",
+    ]
+
+
 def _start_redis(directory: Path, cpus: str) -> subprocess.Popen:
     sock = directory / "redis.sock"
     pin = ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
     process = subprocess.Popen(
-        [
-            *pin,
-            shutil.which("redis-server") or "/usr/bin/redis-server",
-            "--port",
-            "0",
-            "--unixsocket",
-            str(sock),
-            "--unixsocketperm",
-            "700",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-            "--maxclients",
-            "10000",
-        ],
+        [*pin, *redis_argv(shutil.which("redis-server") or "/usr/bin/redis-server", sock, directory)],
         stdout=open(directory / "redis.log", "ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,

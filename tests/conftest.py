@@ -8,6 +8,7 @@ worker, on a pre-bound free port, pointed at the session's fake upstreams;
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -17,12 +18,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
 
 from app import create_app
 from tests.fakes import FakeOllama, FakeOpenAI
+
+if TYPE_CHECKING:
+    from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
@@ -43,6 +48,30 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith(("SLUICE_", "OLLAMA_", "OPENAI_")):
             monkeypatch.delenv(key)
+
+
+class LogRecords(logging.Handler):
+    """Keeps every record it is given (Sluice's logger does not propagate to caplog once an app set it up)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own (woken first if a test left it stopped with SIGSTOP)."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    if server.process and server.process.poll() is None:
+        os.kill(server.process.pid, signal.SIGCONT)
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from app import create_app
 from sluice.broker.redis_broker import RedisBroker
 from sluice.config import load_config
 from sluice.errors import BrokerUnavailable
-from tests.conftest import BASE_SETTINGS, upstream_settings
+from tests.conftest import BASE_SETTINGS, LogRecords, upstream_settings
 
 CHAT = {"model": "demo/echo", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -32,19 +32,10 @@ def refused_url():
         yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
 def sluice_log():
     """What Sluice logs (its logger does not propagate once an app set it up, so not caplog)."""
-    handler = _Records()
+    handler = LogRecords()
     logger = logging.getLogger("sluice")
     logger.addHandler(handler)
     yield handler.records

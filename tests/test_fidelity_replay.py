@@ -14,7 +14,6 @@ import requests
 from tests.fakes import Script
 from tests.sse_client import read_events
 from tests.test_generations import receive_json, ws_connect
-from tests.test_redis import redis_server  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,6 @@ import requests
 
 from tests.conftest import wait_until
 from tests.sse_client import open_events
-from tests.test_redis import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -34,16 +33,6 @@ TIMEOUT_S = 1.0  # SLUICE_REDIS_TIMEOUT_S for these servers
 ENDS_WITHIN_S = TIMEOUT_S + 1.0 + 1.5
 LONG = {"model": "demo/echo", "messages": [{"role": "user", "content": "w " * 2000}]}
 SHORT = {"model": "demo/echo", "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    if server.process and server.process.poll() is None:
-        os.kill(server.process.pid, signal.SIGCONT)
-    server.stop()
 
 
 class Follower(threading.Thread):

@@ -149,7 +149,7 @@ def test_streams_per_key_are_capped(make_client, fake_ollama):
 
 @pytest.mark.slow
 def test_rate_limit_is_shared_by_workers_through_redis(start_server, tmp_path):
-    from tests.test_redis import RedisServer
+    from tests.redis_server import RedisServer
 
     redis_server = RedisServer(tmp_path)
     redis_server.start()
@@ -274,7 +274,7 @@ def _sample(server, name: str) -> float:
 
 @pytest.mark.slow
 def test_metrics_are_summed_over_workers(start_server, tmp_path):
-    from tests.test_redis import RedisServer
+    from tests.redis_server import RedisServer
 
     redis_server = RedisServer(tmp_path)
     redis_server.start()

@@ -24,17 +24,8 @@ from sluice.config import load_config
 from sluice.errors import BrokerUnavailable
 from sluice.events import Event
 from tests.conftest import BASE_SETTINGS, upstream_settings, wait_until
-from tests.test_redis import RedisServer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def sse_events(body: str) -> list[tuple[int, str]]:

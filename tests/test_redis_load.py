@@ -29,22 +29,13 @@ import requests
 
 from app import create_app
 from sluice.config import load_config
-from tests.conftest import BASE_SETTINGS, upstream_settings, wait_until
+from tests.conftest import BASE_SETTINGS, LogRecords, upstream_settings, wait_until
 from tests.sse_client import open_events
-from tests.test_redis import RedisServer
 
 pytestmark = pytest.mark.slow
 
 STREAMS = 1000
 TOKENS = 20
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -134,15 +125,6 @@ def test_a_thousand_streams_on_one_worker_complete_while_another_worker_follows_
     owner.wait_idle(10)
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 def test_a_dry_pool_is_503_overloaded_with_retry_after_not_an_outage(redis_server, fake_ollama, fake_openai):
     settings = {
         **BASE_SETTINGS,
@@ -152,7 +134,7 @@ def test_a_dry_pool_is_503_overloaded_with_retry_after_not_an_outage(redis_serve
         "SLUICE_REDIS_TIMEOUT_S": "0.2",
     }
     application = create_app(load_config(settings))
-    handler = _Records()
+    handler = LogRecords()
     logging.getLogger("sluice").addHandler(handler)
     try:
         client = application.test_client()
