@@ -780,18 +780,18 @@ def _replay_once(endpoint: Endpoint, body: bytes, expect: int, timeout_s: float)
     }
 
 
+def _echo_body(words: int) -> bytes:
+    """A demo/echo chat of ``words`` words, capped at as many pieces."""
+    text = " ".join(["w"] * words)
+    chat = {"model": "demo/echo", "messages": [{"role": "user", "content": text}], "options": {"max_tokens": words}}
+    return json.dumps(chat).encode()
+
+
 def run_replay(args: argparse.Namespace) -> dict:
     """W5: replay a finished generation's log alone, then again while a background load streams."""
     endpoint, _ = Endpoint.from_url(args.url)
     bg_endpoint, bg_path = Endpoint.from_url(args.bg_url)
-    words = " ".join(["w"] * args.words)
-    body = json.dumps(
-        {
-            "model": "demo/echo",
-            "messages": [{"role": "user", "content": words}],
-            "options": {"max_tokens": args.words},
-        }
-    ).encode()
+    body = _echo_body(args.words)
     alone = _replay_once(endpoint, body, args.expect, min(60.0, args.timeout / 3))
     load = Load(
         bg_endpoint,
@@ -901,14 +901,7 @@ def run_crossworker(args: argparse.Namespace) -> dict:
         args.pid,
     )
     load.start()
-    words = " ".join(["w"] * args.probe_n)
-    body = json.dumps(
-        {
-            "model": "demo/echo",
-            "messages": [{"role": "user", "content": words}],
-            "options": {"max_tokens": args.probe_n},
-        }
-    ).encode()
+    body = _echo_body(args.probe_n)
     owners: list[_Timed] = []
     followers: list[_Timed] = []
     workers: list[gevent.Greenlet] = []
