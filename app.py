@@ -12,7 +12,6 @@ from typing import Any
 
 from flask import Flask
 
-from providers import Registry
 from providers.demo import DemoProvider
 from providers.ollama import OllamaProvider
 from providers.openai import OpenAIProvider
@@ -22,6 +21,7 @@ from sluice.broker.memory import MemoryBroker
 from sluice.broker.redis_broker import RedisBroker
 from sluice.config import load_config
 from sluice.events import JSONProvider
+from sluice.provider import Registry
 from sluice.ticker import Ticker
 
 __all__ = ["create_app"]

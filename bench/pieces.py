@@ -17,15 +17,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from providers import Abort, Finish
 from sluice.chat import ChatRequest, Message
+from sluice.provider import Abort, Finish
 from sluice.runner import Limits, run_events
 from sluice.ticker import Ticker
 
 
 def _kinds() -> dict[str, object]:
     try:
-        from providers import Reasoning, Refusal, Text, ToolCallPart
+        from sluice.provider import Reasoning, Refusal, Text, ToolCallPart
     except ImportError:  # before typed pieces: text only
         return {"text": "token "}
     return {

@@ -38,8 +38,7 @@ from collections.abc import Generator, Iterable, Iterator
 
 from sluice.chat import ChatRequest
 from sluice.errors import InvalidRequest, ModelNotFound
-
-from . import Abort, Finish, Piece, Reasoning
+from sluice.provider import Abort, Finish, Piece, Reasoning
 
 __all__ = ["DemoProvider", "answer", "iter_pieces", "pieces", "reasoning"]
 

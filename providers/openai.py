@@ -39,8 +39,7 @@ from sluice.errors import (
     UpstreamUnavailable,
     upstream_reason,
 )
-
-from . import (
+from sluice.provider import (
     Abort,
     Finish,
     Piece,

@@ -6,9 +6,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from providers import ModelInfo, Registry
-
 from .errors import SluiceError, UpstreamTimeout
+from .provider import ModelInfo, Registry
 from .tasks import spawn
 
 __all__ = ["Catalog", "list_models"]

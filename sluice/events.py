@@ -1,6 +1,6 @@
 """The JSON events of a generation: ``start``; the model's ``delta``, ``reasoning``,
 ``tool_call`` and ``refusal`` pieces (made by the pieces themselves, see
-``providers``); and one ``done`` or ``error`` at the end.
+``sluice.provider``); and one ``done`` or ``error`` at the end.
 
 An ``Event`` is numbered by ``runner`` (its ``seq`` is the SSE ``id``) and
 serialised once, at creation, to compact JSON; every output format reuses that
@@ -18,9 +18,8 @@ from typing import Any
 import orjson
 from flask.json.provider import DefaultJSONProvider
 
-from providers import Finish
-
 from .errors import SluiceError
+from .provider import Finish
 
 __all__ = ["TERMINAL", "Event", "JSONProvider", "delta", "done", "dumps", "error", "escape_line_separators", "start"]
 

@@ -31,13 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
-from providers import Abort, Provider, Registry
-
 from . import events, runner
 from .broker import Broker
 from .chat import ChatRequest
 from .errors import BrokerUnavailable, GenerationLost, Overloaded, RateLimited, ServerShuttingDown, SluiceError
 from .events import Event
+from .provider import Abort, Provider, Registry
 from .tasks import Task, spawn
 from .ticker import Ticker
 

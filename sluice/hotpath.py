@@ -36,7 +36,7 @@ from greenlet import getcurrent
 from .tasks import gevent_active
 
 if TYPE_CHECKING:
-    from providers import Abort
+    from .provider import Abort
 
 __all__ = ["FAIR_EVERY", "INBOX_LIMIT", "Inbox", "PassThroughResponse", "fairness", "spawn_light"]
 

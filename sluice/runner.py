@@ -37,13 +37,12 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-from providers import Abort, Finish, Provider
-
 from . import events
 from .chat import ChatRequest
 from .errors import ServerShuttingDown, SluiceError, UpstreamError, UpstreamTimeout
 from .events import Event
 from .hotpath import Inbox, fairness, spawn_light
+from .provider import Abort, Finish, Provider
 from .ticker import Deadline, Ticker
 
 __all__ = ["Limits", "run", "run_events"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from providers import Abort, Registry
 from providers.demo import DemoProvider
 from sluice.errors import ModelNotFound
+from sluice.provider import Abort, Registry
 
 # -- Abort, registry --------------------------------------------------------------
 

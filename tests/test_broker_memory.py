@@ -6,12 +6,12 @@ import threading
 
 import pytest
 
-from providers import Finish
 from sluice import events
 from sluice.broker import one_by_one
 from sluice.broker.memory import MemoryBroker
 from sluice.errors import GenerationNotFound
 from sluice.events import Event
+from sluice.provider import Finish
 
 # -- broker ---------------------------------------------------------------------
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from providers import Abort, Finish
 from providers.demo import DemoProvider, answer, pieces
 from sluice.chat import ChatRequest, Message
 from sluice.errors import ModelNotFound
+from sluice.provider import Abort, Finish
 
 
 def chat(text: str, max_tokens: int | None = None) -> ChatRequest:

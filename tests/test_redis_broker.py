@@ -17,12 +17,12 @@ import threading
 import pytest
 
 from app import create_app
-from providers import Finish
 from sluice import events
 from sluice.broker.redis_broker import RedisBroker
 from sluice.config import load_config
 from sluice.errors import BrokerUnavailable
 from sluice.events import Event
+from sluice.provider import Finish
 from tests.conftest import BASE_SETTINGS, upstream_settings, wait_until
 
 pytestmark = pytest.mark.slow

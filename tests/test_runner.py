@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
-from providers import Abort, Finish
 from sluice import events, sse
 from sluice.chat import ChatRequest, Message
 from sluice.events import Event
+from sluice.provider import Abort, Finish
 from sluice.runner import Limits, run
 from sluice.ticker import Ticker
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import pytest
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
-from providers import Finish
 from sluice import events, formats, sse
 from sluice.errors import UpstreamTimeout
 from sluice.events import Event
+from sluice.provider import Finish
 
 # -- parsers that are not Sluice's ------------------------------------------------------
 

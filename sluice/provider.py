@@ -1,0 +1,283 @@
+"""The provider contract: the pieces a provider yields, its ``Finish``, ``Abort``, ``Provider`` and ``Registry``.
+
+A provider turns a whole ``ChatRequest`` into typed pieces::
+
+    def stream(self, request, model, abort) -> Generator[Piece, None, Finish]
+
+It translates the request into its upstream's shape in one place (refusing
+with ``InvalidRequest`` what the upstream cannot honour), yields each piece as
+it arrives and *returns* a ``Finish`` (the upstream's finish reason and the
+usage it reported, nothing invented). A piece is answer text (a plain ``str``,
+or ``Text`` when it carries logprobs), ``Reasoning``, a ``ToolCallPart`` or a
+``Refusal``; each knows the event it becomes. A provider knows nothing of SSE,
+event ids or numbering: those, timeouts and error events happen once, in
+``sluice.runner``. Foreign exceptions (requests, the openai SDK) are translated
+into ``sluice.errors`` classes inside the provider, with ``raise ... from exc``.
+
+A running generator cannot be closed from another greenlet, so cancelling is
+done by closing the upstream connection: the provider registers a closer with
+``abort.on_abort`` as soon as it holds a connection, and the reader then fails
+(or sees EOF) at once, wherever it is blocked.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .chat import ChatRequest
+from .errors import InvalidRequest, ModelNotFound
+from .tasks import gevent_active
+
+__all__ = [
+    "Abort",
+    "Finish",
+    "ModelInfo",
+    "Piece",
+    "Provider",
+    "Reasoning",
+    "Refusal",
+    "Registry",
+    "Text",
+    "ToolCallPart",
+    "merge_extra",
+    "refuse_unsupported",
+    "retry_after_seconds",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """Answer text that carries the upstream's ``logprobs`` for it (plain text is a bare ``str``)."""
+
+    content: str
+    logprobs: Any = None
+
+    def event(self) -> dict[str, Any]:
+        """The ``delta`` event's data."""
+        data: dict[str, Any] = {"type": "delta", "content": self.content}
+        if self.logprobs is not None:
+            data["logprobs"] = self.logprobs
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """Reasoning text (Ollama's ``message.thinking``, OpenAI-compatible ``reasoning_content``)."""
+
+    content: str
+    logprobs: Any = None
+
+    def event(self) -> dict[str, Any]:
+        """The ``reasoning`` event's data."""
+        data: dict[str, Any] = {"type": "reasoning", "content": self.content}
+        if self.logprobs is not None:
+            data["logprobs"] = self.logprobs
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallPart:
+    """A piece of tool call ``index``: its first piece has ``id`` and ``name``; ``arguments`` pieces join to JSON."""
+
+    index: int
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+
+    def event(self) -> dict[str, Any]:
+        """The ``tool_call`` event's data (``id`` and ``name`` only where known)."""
+        data: dict[str, Any] = {"type": "tool_call", "index": self.index}
+        if self.id is not None:
+            data["id"] = self.id
+        if self.name is not None:
+            data["name"] = self.name
+        data["arguments"] = self.arguments
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The model's refusal text."""
+
+    content: str
+
+    def event(self) -> dict[str, Any]:
+        """The ``refusal`` event's data."""
+        return {"type": "refusal", "content": self.content}
+
+
+# A plain ``str`` is answer text: most pieces are, and a bare string costs no
+# wrapper object per token.
+Piece = str | Text | Reasoning | ToolCallPart | Refusal
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """How a provider's answer ended, as the upstream said, and the usage it reported.
+
+    ``reason`` is ``stop``, ``length``, ``tool_calls`` or ``content_filter``;
+    ``usage`` holds only the counts the upstream reported (details included).
+    """
+
+    reason: str = "stop"
+    usage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """One entry of a model listing."""
+
+    id: str  # "provider/model"
+    provider: str
+
+
+class Abort:
+    """Lets any thread or greenlet stop a running provider stream.
+
+    ``abort(reason)`` records why (``cancelled``, ``timeout``, ``disconnected``),
+    wakes ``wait`` and calls every registered closer once.
+    """
+
+    __slots__ = ("_closers", "_event", "_lock", "reason")
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._event = threading.Event()
+        self._closers: list[Callable[[], object]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def is_set(self) -> bool:
+        """True once ``abort`` was called."""
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Pause up to ``timeout`` seconds; True (at once) if aborted meanwhile."""
+        return self._event.wait(timeout)
+
+    def pause(self, seconds: float) -> bool:
+        """Pause between pieces; True if aborted.
+
+        Under gevent a plain sleep, the cheapest timer there is (a wait with a
+        timeout allocates one per call, a cost profiling showed on every token),
+        and the runner interrupts the sleeping task on abort anyway. Under plain
+        threads, which nothing can interrupt, a wait on the abort flag.
+        """
+        if gevent_active():
+            time.sleep(seconds)
+            return self._event.is_set()
+        return self._event.wait(seconds)
+
+    def on_abort(self, closer: Callable[[], object]) -> None:
+        """Call ``closer`` on abort (at once if already aborted)."""
+        with self._lock:
+            if not self._event.is_set():
+                self._closers.append(closer)
+                return
+        _call(closer)
+
+    def abort(self, reason: str) -> None:
+        """Stop the stream for ``reason``; only the first call counts."""
+        with self._lock:
+            if self._event.is_set():
+                return
+            self.reason = reason
+            self._event.set()
+            closers, self._closers = self._closers, []
+        for closer in closers:
+            _call(closer)
+
+
+def _call(closer: Callable[[], object]) -> None:
+    try:
+        closer()
+    except Exception:  # a failing closer must not stop the others
+        log.debug("closer failed", exc_info=True)
+
+
+def merge_extra(body: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` with the client's ``extra`` added as given, objects merged one level deep."""
+    for key, value in extra.items():
+        built = body.get(key)
+        if isinstance(built, dict) and isinstance(value, dict):
+            body[key] = {**built, **value}
+        else:
+            body[key] = value
+    return body
+
+
+def refuse_unsupported(request: ChatRequest, where: str) -> None:
+    """Refuse what no provider here can carry back: several answers at once (``n`` > 1).
+
+    :raise sluice.errors.InvalidRequest: naming the field and ``where``.
+    """
+    if request.options.get("n", 1) != 1:
+        raise InvalidRequest(f"n: {where} through Sluice streams one answer; send n=1 or several requests.")
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """An upstream's ``Retry-After`` in seconds (delta form only; dates are ignored)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+class Provider(Protocol):
+    """What every provider implements."""
+
+    name: str
+
+    def stream(self, request: ChatRequest, model: str, abort: Abort) -> Generator[Piece, None, Finish]:
+        """Yield the pieces of ``model``'s answer to ``request``, then return a ``Finish``.
+
+        :raise sluice.errors.InvalidRequest: the request has a field this provider cannot honour.
+        :raise sluice.errors.SluiceError: the contract's error for any other failure.
+        """
+        ...
+
+    def check(self, request: ChatRequest, model: str) -> None:
+        """Refuse, before anything starts, a request this provider cannot honour.
+
+        :raise sluice.errors.ModelNotFound: the provider has no such model (where it knows without asking).
+        :raise sluice.errors.InvalidRequest: naming the field and the provider.
+        """
+        ...
+
+    def models(self) -> Iterable[str]:
+        """The model names this provider serves (without the provider prefix).
+
+        :raise sluice.errors.SluiceError: the provider cannot be reached.
+        """
+        ...
+
+
+class Registry:
+    """The configured providers, and the rule that resolves a model name to one."""
+
+    def __init__(self, providers: Iterable[Provider], default_provider: str) -> None:
+        self.providers: dict[str, Provider] = {p.name: p for p in providers}
+        self.default_provider = default_provider
+
+    def resolve(self, name: str) -> tuple[Provider, str]:
+        """Split ``provider/model`` (or a bare name for the default provider).
+
+        :raise sluice.errors.ModelNotFound: no such provider.
+        """
+        prefix, sep, model = name.partition("/")
+        if not sep:
+            prefix, model = self.default_provider, name
+        provider = self.providers.get(prefix)
+        if provider is None or not model:
+            raise ModelNotFound(f"Unknown model {name!r}: use provider/model, e.g. demo/echo.")
+        return provider, model
