@@ -9,7 +9,7 @@ with ``InvalidRequest`` what the upstream cannot honour), yields each piece as
 it arrives and *returns* a ``Finish`` (the upstream's finish reason and the
 usage it reported, nothing invented). A piece is answer text (a plain ``str``,
 or ``Text`` when it carries logprobs), ``Reasoning``, a ``ToolCallPart`` or a
-``Refusal``; each knows the event it becomes. A provider knows nothing of SSE,
+``Refusal`` (``sluice.events`` makes their events). A provider knows nothing of SSE,
 event ids or numbering: those, timeouts and error events happen once, in
 ``sluice.runner``. Foreign exceptions (requests, the openai SDK) are translated
 into ``sluice.errors`` classes inside the provider, with ``raise ... from exc``.
@@ -59,13 +59,6 @@ class Text:
     content: str
     logprobs: Any = None
 
-    def event(self) -> dict[str, Any]:
-        """The ``delta`` event's data."""
-        data: dict[str, Any] = {"type": "delta", "content": self.content}
-        if self.logprobs is not None:
-            data["logprobs"] = self.logprobs
-        return data
-
 
 @dataclass(frozen=True, slots=True)
 class Reasoning:
@@ -73,13 +66,6 @@ class Reasoning:
 
     content: str
     logprobs: Any = None
-
-    def event(self) -> dict[str, Any]:
-        """The ``reasoning`` event's data."""
-        data: dict[str, Any] = {"type": "reasoning", "content": self.content}
-        if self.logprobs is not None:
-            data["logprobs"] = self.logprobs
-        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,26 +77,12 @@ class ToolCallPart:
     id: str | None = None
     name: str | None = None
 
-    def event(self) -> dict[str, Any]:
-        """The ``tool_call`` event's data (``id`` and ``name`` only where known)."""
-        data: dict[str, Any] = {"type": "tool_call", "index": self.index}
-        if self.id is not None:
-            data["id"] = self.id
-        if self.name is not None:
-            data["name"] = self.name
-        data["arguments"] = self.arguments
-        return data
-
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """The model's refusal text."""
 
     content: str
-
-    def event(self) -> dict[str, Any]:
-        """The ``refusal`` event's data."""
-        return {"type": "refusal", "content": self.content}
 
 
 # A plain ``str`` is answer text: most pieces are, and a bare string costs no
@@ -128,6 +100,8 @@ class Finish:
 
     reason: str = "stop"
     usage: dict[str, Any] = field(default_factory=dict)
+    #: The upstream's ``system_fingerprint`` (OpenAI-compatible servers), when it sent one.
+    system_fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,12 +37,11 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-from . import events
 from .chat import ChatRequest
 from .errors import ServerShuttingDown, SluiceError, UpstreamError, UpstreamTimeout
-from .events import Event
+from .events import Event, Kind, Start
 from .hotpath import Inbox, fairness, spawn_light
-from .provider import Abort, Finish, Provider
+from .provider import Abort, Finish, Piece, Provider
 from .ticker import Deadline, Ticker
 
 __all__ = ["Limits", "run", "run_events"]
@@ -176,16 +175,23 @@ def run_events(
     ended = False
     pieces = 0
 
-    def emit(data: dict[str, Any]) -> Event:
+    def emit(kind: Kind, piece: Any) -> Event:
         nonlocal seq
-        event = Event.make(seq, data)
+        event = Event(seq, kind, piece)
+        seq += 1
+        publish(event)
+        return event
+
+    def emit_piece(piece: Piece) -> Event:
+        nonlocal seq
+        event = Event.of_piece(seq, piece)
         seq += 1
         publish(event)
         return event
 
     try:
         try:
-            yield [emit(events.start(generation_id, request.model))]
+            yield [emit(Kind.START, Start(generation_id, request.model))]
             inbox = Inbox()
             # Registered before the pump starts so an abort in any phase wakes the runner.
             abort.on_abort(lambda: inbox.put((_ABORTED, None)))
@@ -231,16 +237,14 @@ def run_events(
                                 ticker.add(deadline)
                                 if gap is not None:
                                     ticker.add(gap)
-                            # Plain text is a bare str (no wrapper per token); the rest make their own event.
-                            data = events.delta(value) if type(value) is str else value.event()
-                            batch.append(emit(data))
+                            batch.append(emit_piece(value))
                             if seq >= limits.max_events - 1:  # room for the final event only
                                 abort.abort("length")
                             continue
                         if kind == _FINISH:
-                            last = emit(events.done(value))
+                            last = emit(Kind.DONE, value)
                         elif kind == _FAIL:
-                            last = emit(events.error(_as_error(value)))
+                            last = emit(Kind.ERROR, _as_error(value))
                         else:
                             last = _emit_aborted(emit, abort.reason)
                         ended = True
@@ -287,14 +291,14 @@ def run(*args: Any, **kwargs: Any) -> Event:
     return last
 
 
-def _emit_aborted(emit: Callable[[dict[str, Any]], Event], reason: str | None) -> Event:
+def _emit_aborted(emit: Callable[[Kind, Any], Event], reason: str | None) -> Event:
     if reason == "timeout":
-        return emit(events.error(UpstreamTimeout()))
+        return emit(Kind.ERROR, UpstreamTimeout())
     if reason == "shutdown":
-        return emit(events.error(ServerShuttingDown()))
+        return emit(Kind.ERROR, ServerShuttingDown())
     # length (too many events), cancelled, disconnected, detached. The upstream
     # reported no usage for an answer it never finished: none is made up.
-    return emit(events.done(Finish("length" if reason == "length" else "cancelled")))
+    return emit(Kind.DONE, Finish("length" if reason == "length" else "cancelled"))
 
 
 def _as_error(exc: BaseException) -> SluiceError:

@@ -41,10 +41,25 @@ class Broker(Protocol):
         """
         ...
 
-    def create(self, generation_id: str, model: str, key: str | None = None) -> None:
+    def create(self, generation_id: str, model: str, key: str | None = None, meta: str | None = None) -> None:
         """Make room for a new, running generation started with API key id ``key``.
 
+        :param meta: text kept with the generation as long as it is kept (``meta`` reads it).
         :raise sluice.errors.Overloaded: no room is left.
+        """
+        ...
+
+    def meta(self, generation_id: str) -> str | None:
+        """The text given to ``create`` (None when none was).
+
+        :raise sluice.errors.GenerationNotFound: unknown or expired.
+        """
+        ...
+
+    def delete(self, generation_id: str) -> None:
+        """Forget a generation (its events, state and meta); listeners still reading end.
+
+        :raise sluice.errors.GenerationNotFound: unknown or expired.
         """
         ...
 

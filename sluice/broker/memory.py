@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import GenerationNotFound, Overloaded
-from ..events import TERMINAL, Event
+from ..events import TERMINAL, Event, Kind
 from ..ticker import Deadline, Ticker
 
 __all__ = ["MemoryBroker"]
@@ -24,11 +24,12 @@ _BATCH = 256
 
 
 class _Record:
-    __slots__ = ("ended_at", "events", "idle_since", "key", "listeners", "model", "status", "waiters")
+    __slots__ = ("ended_at", "events", "idle_since", "key", "listeners", "meta", "model", "status", "waiters")
 
-    def __init__(self, model: str, key: str | None) -> None:
+    def __init__(self, model: str, key: str | None, meta: str | None = None) -> None:
         self.model = model
         self.key = key
+        self.meta = meta
         self.events: list[Event] = []
         self.status = "running"
         self.ended_at: float | None = None
@@ -56,7 +57,7 @@ class MemoryBroker:
     def follow_cancels(self, on_cancel: Callable[[str], None]) -> None:
         """Nothing to follow: every cancel of this worker's generations is made here."""
 
-    def create(self, generation_id: str, model: str, key: str | None = None) -> None:
+    def create(self, generation_id: str, model: str, key: str | None = None, meta: str | None = None) -> None:
         """Register a running generation; past the bound the oldest finished ones go first.
 
         :raise Overloaded: every generation kept is still running.
@@ -68,7 +69,22 @@ class MemoryBroker:
                 self._records.pop(oldest, None)
             if len(self._records) >= self.max_generations:
                 raise Overloaded()
-            self._records[generation_id] = _Record(model, key)
+            self._records[generation_id] = _Record(model, key, meta)
+
+    def meta(self, generation_id: str) -> str | None:
+        """The text given to ``create``."""
+        return self._get(generation_id).meta
+
+    def delete(self, generation_id: str) -> None:
+        """Forget it; a listener still reading sees its end (or stops where it is)."""
+        self._get(generation_id)
+        with self._lock:
+            record = self._records.pop(generation_id, None)
+            self._ended.pop(generation_id, None)
+        if record is not None and record.ended_at is None:
+            record.ended_at = time.monotonic()  # listeners waiting on it stop waiting
+            for waiter in tuple(record.waiters):
+                waiter.set()
 
     def attach(self, generation_id: str) -> None:
         """Count a listener in."""
@@ -103,7 +119,7 @@ class MemoryBroker:
             return
         # Appending before marking the end: a listener that sees the end sees the event.
         record.events.append(event)
-        if event.type in TERMINAL:
+        if event.kind in TERMINAL:
             record.status = _status_of(event)
             record.ended_at = time.monotonic()
             with self._lock:
@@ -135,7 +151,7 @@ class MemoryBroker:
                     position += len(batch)
                     beat.at = time.monotonic() + idle_s
                     yield batch
-                    if batch[-1].type in TERMINAL:
+                    if batch[-1].kind in TERMINAL:
                         return
                     continue
                 if record.ended_at is not None:
@@ -191,6 +207,6 @@ class MemoryBroker:
 
 
 def _status_of(event: Event) -> str:
-    if event.type == "error":
+    if event.kind is Kind.ERROR:
         return "error"
-    return "cancelled" if event.data.get("finish_reason") == "cancelled" else "done"
+    return "cancelled" if event.piece.reason == "cancelled" else "done"

@@ -3,7 +3,7 @@
 ::
 
     sluice:gen:<id>          hash   model, status, events (set at the end), listeners, followers,
-                                    idle_since, owner (worker), key
+                                    idle_since, owner (worker), key, meta
     sluice:gen:<id>:events   stream one entry per event, entry id 0-(seq+1), field d = JSON
     sluice:gen:<id>:lease    string the owner's id, expires unless renewed (SLUICE_LEASE_S)
     sluice:gens / sluice:ended  sorted sets: all generations by start, finished ones by end
@@ -56,9 +56,8 @@ from typing import Any, TypeVar
 
 import redis
 
-from .. import events
 from ..errors import BrokerUnavailable, GenerationLost, GenerationNotFound, Overloaded, SluiceError
-from ..events import Event
+from ..events import TERMINAL, Event, Kind
 from .redis_io import Reader, Writer
 
 __all__ = ["PoolExhausted", "RedisBroker"]
@@ -237,7 +236,7 @@ class RedisBroker:
         self._renew_script = self.redis.register_script(_RENEW)
         self._follow = self.redis.register_script(_FOLLOW)
         self._check = self.redis.register_script(_CHECK)
-        self._lost_json = Event.make(0, events.error(GenerationLost())).json
+        self._lost_json = Event(0, Kind.ERROR, GenerationLost()).json
         self.writer = Writer(
             self._writer_client,
             self.outage,
@@ -272,7 +271,7 @@ class RedisBroker:
 
     # -- the producer side ---------------------------------------------------------
 
-    def create(self, generation_id: str, model: str, key: str | None = None) -> None:
+    def create(self, generation_id: str, model: str, key: str | None = None, meta: str | None = None) -> None:
         """Record a running generation owned by this worker, making room if needed.
 
         Through the writer: the starts that come together share one round trip.
@@ -280,7 +279,22 @@ class RedisBroker:
         :raise Overloaded: every generation kept is still running.
         :raise BrokerUnavailable: Redis does not answer.
         """
-        self.writer.create(generation_id, model, key)
+        self.writer.create(generation_id, model, key, meta)
+
+    @_guarded
+    def meta(self, generation_id: str) -> str | None:
+        """The text given to ``create`` (None when none was)."""
+        return self._state(generation_id).get(b"meta", b"").decode() or None
+
+    @_guarded
+    def delete(self, generation_id: str) -> None:
+        """Forget it in Redis; listeners on every worker find it gone and end."""
+        self._state(generation_id)
+        pipe = self.redis.pipeline()
+        pipe.delete(self._hash(generation_id), self._stream(generation_id), f"{self._hash(generation_id)}:lease")
+        pipe.zrem(f"{_PREFIX}gens", generation_id)
+        pipe.zrem(f"{_PREFIX}ended", generation_id)
+        pipe.execute()
 
     def publish(self, generation_id: str, event: Event) -> None:
         """Queue ``event`` for the worker's writer; the final one returns once it is in Redis.
@@ -360,7 +374,7 @@ class RedisBroker:
                     if batch:
                         position = batch[-1].seq
                         yield batch
-                        if batch[-1].type in events.TERMINAL:
+                        if batch[-1].kind in TERMINAL:
                             return
                     if len(entries) < _BATCH:
                         break
@@ -379,7 +393,7 @@ class RedisBroker:
                         position = batch[-1].seq
                         quiet_since = time.monotonic()
                         yield batch
-                        if batch[-1].type in events.TERMINAL:
+                        if batch[-1].kind in TERMINAL:
                             return
                     continue
                 if sub.broken:
@@ -503,7 +517,7 @@ def _parse(entries: list[Any]) -> list[Event]:
 def _failure_event(outage: _Outage, exc: BaseException) -> Event:
     """The end of a listener that could not read on: the pool ran dry, or Redis went away."""
     if isinstance(exc, PoolExhausted):
-        return Event.make(-1, events.error(Overloaded()))
+        return Event(-1, Kind.ERROR, Overloaded())
     if isinstance(exc, _OUTAGE):
         outage.failed(exc)
     return _lost_event("The event store is unreachable; resume with Last-Event-ID shortly.")
@@ -511,4 +525,4 @@ def _failure_event(outage: _Outage, exc: BaseException) -> Event:
 
 def _lost_event(message: str) -> Event:
     # seq -1: sent without an SSE id, so the client's Last-Event-ID stays the last real event.
-    return Event.make(-1, events.error(GenerationLost(message)))
+    return Event(-1, Kind.ERROR, GenerationLost(message))

@@ -48,7 +48,7 @@ import redis
 
 from .. import tasks
 from ..errors import BrokerUnavailable, Overloaded
-from ..events import TERMINAL, Event
+from ..events import TERMINAL, Event, Kind
 
 __all__ = ["FLUSH", "NOTIFY_CHANNEL", "Reader", "Subscription", "Writer"]
 
@@ -58,7 +58,7 @@ NOTIFY_CHANNEL = "sluice:new"
 _OUTAGE = (redis.ConnectionError, redis.TimeoutError)
 
 # ARGV: now, ttl, running ttl, max generations, lease ms, owner, the number of new generations C;
-# C × (id, model, key); then per generation with events: id, first entry number (seq+1), n,
+# C × (id, model, key, meta); then per generation with events: id, first entry number (seq+1), n,
 # status ("" while it runs), and its n events' JSON joined by newlines (JSON text has none).
 # Returns {ids of new generations refused (no room), ids whose events were refused (ended by
 # someone else, i.e. lost, or expired)}.
@@ -79,8 +79,8 @@ if creates > 0 then
   end
   local count = redis.call('ZCARD', 'sluice:gens')
   for c = 1, creates do
-    local id, model, key = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    i = i + 3
+    local id, model, key, meta = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    i = i + 4
     local room = true
     while count >= max do
       local oldest = redis.call('ZRANGE', 'sluice:ended', 0, 0)
@@ -91,7 +91,7 @@ if creates > 0 then
     if room then
       local h = 'sluice:gen:' .. id
       redis.call('HSET', h, 'model', model, 'status', 'running', 'events', 0, 'listeners', 0, 'followers', 0,
-                 'idle_since', now, 'owner', owner, 'key', key)
+                 'idle_since', now, 'owner', owner, 'key', key, 'meta', meta)
       redis.call('EXPIRE', h, rttl)
       redis.call('SET', h .. ':lease', owner, 'PX', lease)
       redis.call('ZADD', 'sluice:gens', now, id)
@@ -142,9 +142,9 @@ _SHA = hashlib.sha1(FLUSH.encode()).hexdigest().encode()
 
 
 def _status_of(event: Event) -> str:
-    if event.type == "error":
+    if event.kind is Kind.ERROR:
         return "error"
-    return "cancelled" if event.data.get("finish_reason") == "cancelled" else "done"
+    return "cancelled" if event.piece.reason == "cancelled" else "done"
 
 
 class _Batch:
@@ -153,7 +153,7 @@ class _Batch:
     def __init__(self) -> None:
         self.events: dict[str, list[Event]] = {}
         self.count = 0
-        self.creates: list[bytes] = []  # id, model, key for each new generation
+        self.creates: list[bytes] = []  # id, model, key, meta for each new generation
         self.full: set[str] = set()  # new generations refused: no room
         self.done = threading.Event()
         self.failed = False
@@ -195,7 +195,7 @@ class Writer:
         self.lost: set[str] = set()
         self._task: tasks.Task | None = None
 
-    def create(self, generation_id: str, model: str, key: str | None) -> None:
+    def create(self, generation_id: str, model: str, key: str | None, meta: str | None = None) -> None:
         """Record a new running generation owned by this worker, with the next flush (sent at once).
 
         Stream starts that come together share one round trip (group commit).
@@ -207,7 +207,7 @@ class Writer:
             self._outage.check()  # one probe a second gets through, as a flush of its own
         with self._lock:
             batch = self._batch
-            batch.creates += (generation_id.encode(), model.encode(), (key or "").encode())
+            batch.creates += (generation_id.encode(), model.encode(), (key or "").encode(), (meta or "").encode())
             batch.count += 1
             first = batch.count == 1
         self._kick(first, urgent=True)
@@ -241,7 +241,7 @@ class Writer:
                 queued.append(event)
             batch.count += 1
             first = batch.count == 1
-        final = event.type in TERMINAL
+        final = event.kind in TERMINAL
         self._kick(first, final)
         if final:
             if not batch.done.wait(self._wait_s) or batch.failed or generation_id in self.lost:
@@ -286,7 +286,7 @@ class Writer:
             self._max_generations,
             self._lease_ms,
             self._owner,
-            b"%d" % (len(batch.creates) // 3),
+            b"%d" % (len(batch.creates) // 4),
             *batch.creates,
         ]
         append = args.append
@@ -295,7 +295,7 @@ class Writer:
             append(generation_id.encode())
             append(b"%d" % (queued[0].seq + 1))
             append(b"%d" % len(queued))
-            append(_status_of(last).encode() if last.type in TERMINAL else b"")
+            append(_status_of(last).encode() if last.kind in TERMINAL else b"")
             append("\n".join([event.json for event in queued]).encode())
         payload = b"".join([b"*%d\r\n" % len(args), *[b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args]])
         try:
