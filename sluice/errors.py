@@ -22,8 +22,10 @@
     └── ServerShuttingDown (RA)      503 server_shutting_down  (mostly in-band)
 
 Before the first byte of a response an exception becomes an HTTP status with
-``{"error": {"code", "message"}}`` (OpenAI's shape on ``/v1``); after it,
-``runner`` turns the same exception into an ``error`` event. The two "mostly
+its dialect's error body (``SHAPES``: Sluice's ``{"error": {"code",
+"message"}}``, OpenAI's on ``/v1``, …; the request's path decides which);
+after it, the same exception ends the generation as an ``error`` event, which
+each dialect's renderer draws with the same ``SHAPES``. The two "mostly
 in-band" codes are HTTP 503s only when they end a response still held for its
 first token (a Redis outage, a drain). Messages are
 always ours: never ``str()`` of a foreign exception, which may hold keys or
@@ -39,12 +41,14 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 __all__ = [
+    "SHAPES",
     "BrokerUnavailable",
     "ContextLengthExceeded",
     "GenerationLost",
@@ -63,6 +67,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "dialect_of",
     "error_body",
     "error_from_code",
     "error_from_event",
@@ -239,23 +244,49 @@ _OPENAI_TYPES = {
 }
 
 
-def error_body(exc: SluiceError, openai_shape: bool = False) -> dict[str, Any]:
-    """The JSON body for ``exc``: ours, or OpenAI's when ``openai_shape``."""
-    if openai_shape:
-        kind = _OPENAI_TYPES.get(exc.status, "server_error")
-        return {"error": {"message": exc.message, "type": kind, "param": None, "code": exc.code}}
+def sluice_error_body(exc: SluiceError) -> dict[str, Any]:
+    """Sluice's own error shape: ``{"error": {"code", "message"}}``."""
     return {"error": {"code": exc.code, "message": exc.message}}
 
 
+def openai_error_body(exc: SluiceError) -> dict[str, Any]:
+    """OpenAI's error shape, with the ``type`` its SDK maps to the right exception class."""
+    kind = _OPENAI_TYPES.get(exc.status, "server_error")
+    return {"error": {"message": exc.message, "type": kind, "param": None, "code": exc.code}}
+
+
+#: Each dialect's error shape: the one place an exception becomes a dialect's error body
+#: (before the first byte, and in-band in the dialect's renderer after it).
+SHAPES: dict[str, Callable[[SluiceError], dict[str, Any]]] = {
+    "sluice": sluice_error_body,
+    "openai": openai_error_body,
+}
+
+# Which dialect a path speaks (its routes, and its unknown paths): the longest prefix wins.
+_PATH_DIALECTS: list[tuple[str, str]] = [("/v1/", "openai")]
+
+
+def dialect_of(path: str) -> str:
+    """The dialect whose error shape a request to ``path`` gets (``sluice`` by default)."""
+    for prefix, dialect in _PATH_DIALECTS:
+        if path.startswith(prefix):
+            return dialect
+    return "sluice"
+
+
+def error_body(exc: SluiceError, dialect: str = "sluice") -> dict[str, Any]:
+    """The JSON body for ``exc`` in ``dialect``'s shape."""
+    return SHAPES[dialect](exc)
+
+
 def error_response(exc: SluiceError) -> Response:
-    """The HTTP response for ``exc`` in the shape the current route speaks."""
+    """The HTTP response for ``exc`` in the shape the current route's dialect speaks."""
     metrics = current_app.extensions.get("sluice.metrics")
     if metrics is not None:
         metrics.http_errors.labels(exc.code).inc()
         if exc.code == "rate_limited":
             metrics.rate_limited.inc()
-    openai_shape = request.path.startswith("/v1/")
-    response = jsonify(error_body(exc, openai_shape))
+    response = jsonify(error_body(exc, dialect_of(request.path)))
     response.status_code = exc.status
     response.headers.update(exc.headers)
     return response

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
-from . import events, runner
+from . import runner
 from .broker import Broker
 from .chat import ChatRequest
 from .errors import BrokerUnavailable, GenerationLost, Overloaded, RateLimited, ServerShuttingDown, SluiceError
-from .events import Event
+from .events import FROM_MODEL, TERMINAL, Event, Kind
 from .provider import Abort, Provider, Registry
 from .tasks import Task, spawn
 from .ticker import Ticker
@@ -43,17 +43,49 @@ from .ticker import Ticker
 if TYPE_CHECKING:
     from .metrics import Metrics
 
-__all__ = ["Generation", "Generations", "init_app", "new_generation_id", "parse_fallbacks"]
+__all__ = ["Generation", "Generations", "Policy", "init_app", "new_generation_id", "parse_fallbacks"]
 
 log = logging.getLogger(__name__)
-
-
-_NOT_FROM_MODEL = frozenset({"start", "done", "error"})
 
 
 def new_generation_id() -> str:
     """A random, unguessable id: 160 bits, URL-safe."""
     return "gen_" + secrets.token_urlsafe(20)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How a generation runs, set by the route that starts it, in one place.
+
+    - ``tied``: the response that started it drives it, and it ends when that
+      response ends (the client left, its write timed out, the answer is whole).
+      ``hold_s`` is how long the response is held for the first token
+      (``SLUICE_HOLD_S``), ``heartbeat_s`` the idle gap that sends a ping.
+    - ``resumable``: the client learns the id while it streams and may follow or
+      resume it by id, so it needs the broker: when the broker is down it gets
+      ``503 broker_unavailable``. One that is not (``stream: false``, OpenAI's
+      clients) may run in this worker alone while the broker is down.
+    - ``grace_s``: a background generation (not tied) is cancelled once no
+      listener has been attached for this long (``SLUICE_DETACH_GRACE_S``);
+      ``None``: never for that reason (only a cancel, its own limits or a
+      failure end it).
+    """
+
+    tied: bool
+    resumable: bool = True
+    grace_s: float | None = None
+    hold_s: float = 5.0
+    heartbeat_s: float = 15.0
+
+    @classmethod
+    def tied_to(cls, hold_s: float, heartbeat_s: float, resumable: bool = True) -> Policy:
+        """A generation that lives and dies with the response that started it."""
+        return cls(True, resumable, None, hold_s, heartbeat_s)
+
+    @classmethod
+    def background(cls, grace_s: float | None) -> Policy:
+        """A generation that runs on while no one listens, within ``grace_s`` (None: to its end)."""
+        return cls(False, True, grace_s)
 
 
 @dataclass(slots=True)
@@ -63,8 +95,8 @@ class Generation:
     id: str
     model: str
     abort: Abort
+    policy: Policy
     provider: str = ""
-    detached: bool = False
     owner: str | None = None
     task: Task | None = None
     events: Generator[list[Event] | None, None, None] | None = None  # set when the caller drives it
@@ -124,44 +156,35 @@ class Generations:
         self._janitor: Task | None = None
         self._cancels: Task | None = None
 
-    def start_tied(
-        self, request: ChatRequest, owner: str | None, hold_s: float, heartbeat_s: float, resumable: bool = True
-    ) -> Generation:
-        """Start ``request`` tied to one connection: the caller drives it.
+    def start(self, request: ChatRequest, owner: str | None, policy: Policy, meta: str | None = None) -> Generation:
+        """Start ``request`` under ``policy``.
 
-        The caller iterates ``generation.events`` (batches of events, ``None``
-        after each idle gap: ``hold_s`` for the first, ``heartbeat_s`` after)
-        and closes it when the response ends. No task of its own, and its
-        events reach the connection without a trip through the broker (which
-        still records each of them for anyone following by id).
-
-        :param resumable: the client learns the id while it streams and may resume
-            by it. When not (``stream: false``, OpenAI's clients), the answer may
-            run in this worker alone while the broker is down (docs/deploy.md,
-            "Redis: several workers and hosts"); a resumable one gets the 503.
-        :raise: as ``start_detached``.
-        """
-        generation, attempts = self._admit(request, owner, detached=False, needs_broker=resumable)
-        generation.events = self._events(generation, request, attempts, hold_s, heartbeat_s)
-        return generation
-
-    def start_detached(self, request: ChatRequest, owner: str | None) -> Generation:
-        """Start ``request`` in the background: it runs on while no one listens, within the detach grace.
+        A tied generation's caller drives it: it iterates ``generation.events``
+        (batches of events, ``None`` after each idle gap: ``policy.hold_s`` for
+        the first, ``policy.heartbeat_s`` after) and closes it when the response
+        ends. Any other runs as a task of its own, on while no one listens
+        (within ``policy.grace_s``).
 
         :param owner: the API key id that started it (only it may read or cancel it).
+        :param meta: text kept with the generation for as long as it is kept (a dialect's
+            stored request, for example); ``Broker.meta`` reads it back.
         :raise sluice.errors.ModelNotFound: the provider is unknown.
         :raise sluice.errors.InvalidRequest: the provider cannot honour a field of ``request``.
         :raise sluice.errors.Overloaded: this worker runs ``max_streams`` already,
             or the broker has no room for another generation.
         :raise sluice.errors.RateLimited: the key runs ``SLUICE_MAX_STREAMS_PER_KEY`` already.
         :raise sluice.errors.ServerShuttingDown: the worker is draining.
+        :raise sluice.errors.BrokerUnavailable: the broker does not answer and ``policy.resumable``.
         """
-        generation, attempts = self._admit(request, owner, detached=True, needs_broker=True)
-        generation.task = spawn(self._run, generation, request, attempts)
+        generation, attempts = self._admit(request, owner, policy, meta)
+        if policy.tied:
+            generation.events = self._events(generation, request, attempts, policy.hold_s, policy.heartbeat_s)
+        else:
+            generation.task = spawn(self._run, generation, request, attempts)
         return generation
 
     def _admit(
-        self, request: ChatRequest, owner: str | None, detached: bool, needs_broker: bool
+        self, request: ChatRequest, owner: str | None, policy: Policy, meta: str | None
     ) -> tuple[Generation, list[tuple[Provider, str]]]:
         """Resolve and check the model, take a slot, record the generation in the broker."""
         attempts = [self.registry.resolve(request.model)]
@@ -170,7 +193,7 @@ class Generations:
         provider, model = attempts[0]
         # A field the provider cannot honour is a 400 now, before any slot or 202.
         provider.check(request, model)
-        generation = Generation(new_generation_id(), request.model, Abort(), provider.name, detached, owner)
+        generation = Generation(new_generation_id(), request.model, Abort(), policy, provider.name, owner)
         with self._lock:
             if self.draining:
                 raise ServerShuttingDown()
@@ -185,9 +208,9 @@ class Generations:
         if self.metrics:
             self.metrics.active_streams.inc()
         try:
-            self.broker.create(generation.id, request.model, owner)
+            self.broker.create(generation.id, request.model, owner, meta)
         except BrokerUnavailable:
-            if needs_broker:
+            if policy.resumable:
                 self._release(generation.id)
                 raise
             generation.shared = False
@@ -201,10 +224,10 @@ class Generations:
 
     def _observe(self, generation: Generation, event: Event) -> None:
         """Keep the generation's summary and the metrics up to date (one place, every provider)."""
-        kind = event.type
+        kind = event.kind
         if self.metrics:
             self.metrics.unflushed_events += 1
-        if kind not in _NOT_FROM_MODEL:  # text, reasoning, a tool-call piece, a refusal
+        if kind in FROM_MODEL:  # text, reasoning, a tool-call piece, a refusal
             generation.tokens += 1
             if generation.first_token_s is None:
                 generation.first_token_s = time.monotonic() - generation.started
@@ -213,16 +236,13 @@ class Generations:
                     m.child(m.time_to_first_token, generation.provider, generation.model).observe(
                         generation.first_token_s
                     )
-        elif kind in events.TERMINAL:
-            if kind == "done":
-                generation.outcome = event.data["finish_reason"]
-            else:
-                generation.outcome = event.data["error"]["code"]
+        elif kind in TERMINAL:
+            generation.outcome = event.piece.reason if kind is Kind.DONE else event.piece.code
             if self.metrics:
                 m = self.metrics
                 m.child(m.streams_finished, generation.provider, generation.outcome).inc()
                 m.child(m.tokens, generation.provider).inc(generation.tokens)
-                if kind == "error":
+                if kind is Kind.ERROR:
                     m.child(m.upstream_errors, generation.provider, generation.outcome).inc()
                 if generation.first_token_s is not None:
                     m.child(m.stream_duration, generation.provider, generation.model).observe(
@@ -250,7 +270,7 @@ class Generations:
             if isinstance(exc, BrokerUnavailable):
                 # An outage, reported once by the broker: the listener's end, without an
                 # id (nothing was recorded), so its Last-Event-ID stays good for a resume.
-                lost = Event.make(-1, events.error(GenerationLost("The event store is unreachable; retry shortly.")))
+                lost = Event(-1, Kind.ERROR, GenerationLost("The event store is unreachable; retry shortly."))
                 self._observe(generation, lost)  # its outcome, for the metrics and the access log
                 return lost
             # A broker that went away, or a bug; never a user error. Listeners must
@@ -258,11 +278,11 @@ class Generations:
             log.error("generation %s failed: %s", generation.id, type(exc).__name__, exc_info=exc)
             try:
                 seq = self.broker.state(generation.id)["events"]
-                last = Event.make(seq, events.error(SluiceError()))
+                last = Event(seq, Kind.ERROR, SluiceError())
                 publish(last)
             except Exception:
                 log.warning("could not record the end of %s", generation.id)
-                last = Event.make(-1, events.error(SluiceError()))
+                last = Event(-1, Kind.ERROR, SluiceError())
             return last
 
         return runner.run_events(
@@ -310,6 +330,17 @@ class Generations:
         generation.abort.abort(reason)
         return True
 
+    def delete(self, generation_id: str) -> None:
+        """Cancel the generation if it runs, then forget it (its events, its state, its meta).
+
+        :raise sluice.errors.GenerationNotFound: unknown or expired.
+        """
+        if not self.cancel(generation_id):
+            state = self.broker.state(generation_id)
+            if state["status"] == "running":
+                self.broker.request_cancel(generation_id)
+        self.broker.delete(generation_id)
+
     # -- background upkeep ---------------------------------------------------------
 
     def _ensure_tasks(self) -> None:
@@ -335,13 +366,14 @@ class Generations:
                 log.warning("could not renew leases")
             now = time.time()
             for generation in running:
-                if not generation.detached:
+                grace_s = generation.policy.grace_s
+                if generation.policy.tied or grace_s is None:
                     continue
                 try:
                     idle_since = self.broker.idle_since(generation.id)
                 except Exception:
                     continue
-                if idle_since is not None and now - idle_since >= self.detach_grace_s:
+                if idle_since is not None and now - idle_since >= grace_s:
                     log.info("cancelling %s: no listener for %.0fs", generation.id, now - idle_since)
                     self.cancel(generation.id, "detached")
             time.sleep(tick)

@@ -16,11 +16,10 @@ idle gap rather than a fixed beat, and nothing writes from two greenlets.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
 
 from .events import Event
 
-__all__ = ["HEADERS", "MIMETYPE", "PING", "encode", "frame", "json_stream", "retry"]
+__all__ = ["HEADERS", "MIMETYPE", "PING", "encode", "frame", "retry"]
 
 MIMETYPE = "text/event-stream"
 # no-cache per SPEC; X-Accel-Buffering tells nginx to pass each event on at once.
@@ -64,19 +63,3 @@ def frame(event: Event) -> str:
     # Not part of the generation (the broker went away): no id, so the client's
     # Last-Event-ID stays on the last real event.
     return f"data: {event.json}\n\n"
-
-
-def json_stream(batches: Iterable[list[Event] | None], retry_ms: int) -> Iterator[bytes]:
-    """The contract's JSON event stream: ``retry:``, then ``id``/``data`` frames and pings.
-
-    Each batch the broker hands over (one event live, many on a replay) goes out
-    as one write.
-    """
-    yield retry(retry_ms)
-    for batch in batches:
-        if batch is None:
-            yield PING
-        elif len(batch) == 1:
-            yield frame(batch[0]).encode()
-        else:
-            yield "".join(map(frame, batch)).encode()

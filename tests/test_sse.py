@@ -16,10 +16,12 @@ from dataclasses import dataclass
 import pytest
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
-from sluice import events, formats, sse
+from sluice import events, sse
 from sluice.errors import UpstreamTimeout
 from sluice.events import Event
 from sluice.provider import Finish
+from sluice.render import events as json_events
+from sluice.render import text as text_formats
 
 # -- parsers that are not Sluice's ------------------------------------------------------
 
@@ -263,7 +265,7 @@ def test_ping_is_a_comment_and_headers_match_the_contract():
     assert not hop_by_hop & {name.lower() for name in sse.HEADERS}
 
 
-# -- sse.json_stream -----------------------------------------------------------------
+# -- json_events.json_stream -----------------------------------------------------------------
 
 
 def _sample_events() -> list[Event | None]:
@@ -299,16 +301,16 @@ JSON_STREAM_BYTES = [
 
 
 def test_json_stream_is_byte_exact():
-    assert list(sse.json_stream(sample_events(), 3000)) == JSON_STREAM_BYTES
+    assert list(json_events.json_stream(sample_events(), 3000)) == JSON_STREAM_BYTES
 
 
 def test_json_stream_retry_comes_first_even_with_no_events():
-    assert list(sse.json_stream([], 1500)) == [b"retry: 1500\n\n"]
+    assert list(json_events.json_stream([], 1500)) == [b"retry: 1500\n\n"]
 
 
 @pytest.mark.parametrize("parse", PARSERS)
 def test_json_stream_reads_back_event_for_event(parse):
-    raw = b"".join(sse.json_stream(sample_events(), 3000))
+    raw = b"".join(json_events.json_stream(sample_events(), 3000))
     parsed = parse(raw)
     assert parsed.retry == 3000
     assert parsed.comments == 3
@@ -319,7 +321,7 @@ def test_json_stream_reads_back_event_for_event(parse):
 
 
 def test_json_stream_bytes_hold_no_raw_line_separators():
-    raw = b"".join(sse.json_stream(sample_events(), 3000))
+    raw = b"".join(json_events.json_stream(sample_events(), 3000))
     assert "\u2028".encode() not in raw and "\u2029".encode() not in raw
     # httpx's LineDecoder (str.splitlines) sees the same lines as the SSE parser.
     text = raw.decode()
@@ -375,7 +377,7 @@ def test_error_event_shape():
 
 
 def test_ndjson_stream_is_byte_exact_and_skips_idle_gaps():
-    assert list(formats.ndjson_stream(sample_events())) == [
+    assert list(json_events.ndjson_stream(sample_events())) == [
         b'{"type":"start","id":"gen_abc","model":"demo/echo"}\n',
         b'{"type":"delta","content":"a\\nb"}\n',
         b'{"type":"delta","content":"\\r\\n\\n\\nid: 99\\ndata: forged\\n\\n"}\n',
@@ -385,7 +387,7 @@ def test_ndjson_stream_is_byte_exact_and_skips_idle_gaps():
 
 
 def test_ndjson_lines_split_on_lf_only_are_the_events():
-    raw = b"".join(formats.ndjson_stream(sample_events()))
+    raw = b"".join(json_events.ndjson_stream(sample_events()))
     *lines, last = raw.split(b"\n")
     assert last == b""
     assert [json.loads(line) for line in lines] == [e.data for e in _sample_events() if e is not None]
@@ -394,7 +396,7 @@ def test_ndjson_lines_split_on_lf_only_are_the_events():
 
 
 def test_text_stream_is_the_deltas_bytes_only():
-    chunks = list(formats.text_stream(sample_events()))
+    chunks = list(text_formats.text_stream(sample_events()))
     assert chunks == [
         b"a\nb",
         b"\r\n\n\nid: 99\ndata: forged\n\n",
@@ -408,11 +410,11 @@ def test_text_stream_ends_quietly_at_an_error():
         Event.make(1, events.delta("par")),
         Event.make(2, events.error(UpstreamTimeout())),
     ]
-    assert b"".join(formats.text_stream([stream])) == b"par"
+    assert b"".join(text_formats.text_stream([stream])) == b"par"
 
 
 def test_classic_stream_is_byte_exact():
-    assert list(formats.classic_stream(sample_events(), 3000)) == [
+    assert list(text_formats.classic_stream(sample_events(), 3000)) == [
         b"retry: 3000\n\n",
         b": ping\n\n",
         b"id: 1\ndata: a\ndata: b\n\n",
@@ -431,7 +433,7 @@ def test_classic_stream_error_is_a_named_event_with_the_json_error():
         Event.make(1, events.delta("par")),
         Event.make(2, events.error(UpstreamTimeout())),
     ]
-    chunks = list(formats.classic_stream([[e] for e in stream], 3000))
+    chunks = list(text_formats.classic_stream([[e] for e in stream], 3000))
     assert chunks[:2] == [b"retry: 3000\n\n", b"id: 1\ndata: par\n\n"]
     assert chunks[2].startswith(b'id: 2\nevent: error\ndata: {"type":"error","error":{"code":"upstream_timeout"')
     assert chunks[2].endswith(b"}\n\n") and chunks[2].count(b"\n") == 4
@@ -439,7 +441,7 @@ def test_classic_stream_error_is_a_named_event_with_the_json_error():
 
 @pytest.mark.parametrize("parse", PARSERS)
 def test_classic_stream_reads_back_as_onmessage_text_then_done(parse):
-    parsed = parse(b"".join(formats.classic_stream(sample_events(), 3000)))
+    parsed = parse(b"".join(text_formats.classic_stream(sample_events(), 3000)))
     messages = [p for p in parsed.events if p.type == "message"]
     assert "".join(p.data for p in messages) == lf("a\nb\r\n\n\nid: 99\ndata: forged\n\n🙂日本語\u2028\u2029")
     assert [p.last_event_id for p in messages] == ["1", "2", "3"]
@@ -449,5 +451,5 @@ def test_classic_stream_reads_back_as_onmessage_text_then_done(parse):
 
 def test_a_replayed_batch_goes_out_as_one_write():
     batch = [Event.make(n, events.delta(str(n))) for n in range(3)]
-    assert list(sse.json_stream([batch], 3000))[1] == b"".join(sse.frame(e).encode() for e in batch)
-    assert list(formats.ndjson_stream([batch])) == [b"".join(f"{e.json}\n".encode() for e in batch)]
+    assert list(json_events.json_stream([batch], 3000))[1] == b"".join(sse.frame(e).encode() for e in batch)
+    assert list(json_events.ndjson_stream([batch])) == [b"".join(f"{e.json}\n".encode() for e in batch)]

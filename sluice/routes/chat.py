@@ -6,28 +6,27 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .. import formats, relay, sse
+from .. import sse
 from ..catalog import list_models
-from ..chat import ChatRequest, parse_chat, read_json
+from ..chat import parse_chat, read_json
 from ..errors import InvalidRequest
+from ..render import Renderer
+from ..render.events import NDJSON, NDJSONEvents, SSEEvents
+from ..render.text import TEXT, ClassicEvents, PlainText
+from . import relay
 
 bp = Blueprint("chat", __name__)
 
-_FORMATS = [sse.MIMETYPE, formats.NDJSON, formats.TEXT]
+_FORMATS = [sse.MIMETYPE, NDJSON, TEXT]
 
 
-def _stream_response(chunks_for: str, chat: ChatRequest) -> Response:
-    stream = relay.open_stream(chat)
-    retry_ms = current_app.config["SLUICE_RETRY_MS"]
-    if chunks_for == formats.NDJSON:
-        chunks, mimetype = formats.ndjson_stream(stream.events()), formats.NDJSON
-    elif chunks_for == formats.TEXT:
-        chunks, mimetype = formats.text_stream(stream.events()), formats.TEXT
-    elif chunks_for == "classic":
-        chunks, mimetype = formats.classic_stream(stream.events(), retry_ms), sse.MIMETYPE
-    else:
-        chunks, mimetype = sse.json_stream(stream.events(), retry_ms), sse.MIMETYPE
-    return relay.streaming_response(chunks, mimetype, stream.close)
+def _renderer(wanted: str) -> Renderer:
+    """The renderer for the best ``Accept`` match (SSE by default)."""
+    if wanted == NDJSON:
+        return NDJSONEvents()
+    if wanted == TEXT:
+        return PlainText()
+    return SSEEvents(current_app.config["SLUICE_RETRY_MS"])
 
 
 @bp.post("/api/chat")
@@ -41,14 +40,14 @@ def chat() -> Response:
         stream = relay.open_stream(chat_request, resumable=False)
         answer = relay.collect(stream)
         return jsonify(
-            id=stream.generation.id,
+            id=stream.id,
             model=chat_request.model,
-            message=answer.message(),
+            message=answer.message(with_logprobs=True),
             finish_reason=answer.finish_reason,
             usage=answer.usage,
         )
     wanted = request.accept_mimetypes.best_match(_FORMATS, default=sse.MIMETYPE)
-    return _stream_response(wanted or sse.MIMETYPE, chat_request)
+    return relay.respond(relay.open_stream(chat_request), _renderer(wanted or sse.MIMETYPE))
 
 
 @bp.get("/stream")
@@ -74,7 +73,8 @@ def classic() -> Response:
             body["options"] = {"max_tokens": int(request.args["max_tokens"])}
         except ValueError:
             raise InvalidRequest("max_tokens must be a positive integer.") from None
-    return _stream_response("classic", parse_chat(body, config["SLUICE_DEFAULT_MODEL"]))
+    stream = relay.open_stream(parse_chat(body, config["SLUICE_DEFAULT_MODEL"]))
+    return relay.respond(stream, ClassicEvents(config["SLUICE_RETRY_MS"]))
 
 
 @bp.get("/api/models")

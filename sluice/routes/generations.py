@@ -8,35 +8,19 @@ then follows live; ``DELETE`` cancels it wherever it runs.
 
 from __future__ import annotations
 
-from typing import Any
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
-
-from .. import relay, sse
 from ..broker import one_by_one
 from ..chat import parse_chat, read_json
-from ..errors import GenerationNotFound, InvalidRequest
+from ..errors import InvalidRequest
 from ..events import TERMINAL
-from ..generations import Generations
+from ..render.events import SSEEvents
+from . import relay
 
 bp = Blueprint("generations", __name__, url_prefix="/api/generations")
 
 # How long DELETE waits for the runner to record the cancellation.
 _CANCEL_WAIT_S = 2.0
-
-
-def _generations() -> Generations:
-    generations: Generations = current_app.extensions["sluice"]
-    return generations
-
-
-def _state(generation_id: str) -> dict[str, Any]:
-    """The generation's state; with API keys on, only for the key that started it."""
-    broker = _generations().broker
-    state = broker.state(generation_id)
-    if current_app.extensions["sluice.keys"] and broker.key_of(generation_id) != g.get("key_id"):
-        raise GenerationNotFound()  # the same answer as for an unknown id: ids reveal nothing
-    return state
 
 
 def _after() -> int:
@@ -60,8 +44,7 @@ def start() -> tuple[Response, int]:
     """Start a chat in the background: ``202 {"id", "events_url"}``."""
     config = current_app.config
     chat = parse_chat(read_json(request, config["SLUICE_MAX_BODY_BYTES"]), config["SLUICE_DEFAULT_MODEL"])
-    generation = _generations().start_detached(chat, owner=g.get("key_id"))
-    g.generation = generation
+    generation = relay.start_background(chat)
     events_url = url_for("generations.events", generation_id=generation.id)
     response = jsonify(id=generation.id, events_url=events_url)
     response.headers["Location"] = url_for("generations.state", generation_id=generation.id)
@@ -71,23 +54,18 @@ def start() -> tuple[Response, int]:
 @bp.get("/<generation_id>")
 def state(generation_id: str) -> Response:
     """``{"id", "model", "status", "events"}``."""
-    return jsonify(_state(generation_id))
+    return jsonify(relay.owned_state(generation_id))
 
 
 @bp.get("/<generation_id>/events")
 def events(generation_id: str) -> Response:
     """Replay after the client's position, then follow live; ``204`` if nothing is left."""
-    broker = _generations().broker
     after = _after()
-    current = _state(generation_id)
+    current = relay.owned_state(generation_id)
     if current["status"] != "running" and after >= current["events"] - 1:
         # Ended and fully seen: 204 makes EventSource stop reconnecting.
         return Response(status=204)
-    config = current_app.config
-    listener = broker.listen(generation_id, after, config["SLUICE_HEARTBEAT_S"])
-    broker.attach(generation_id)
-    chunks = sse.json_stream(listener, config["SLUICE_RETRY_MS"])
-    return relay.streaming_response(chunks, sse.MIMETYPE, lambda: broker.detach(generation_id))
+    return relay.follow(generation_id, after, SSEEvents(current_app.config["SLUICE_RETRY_MS"]))
 
 
 @bp.delete("/<generation_id>")
@@ -97,13 +75,13 @@ def cancel(generation_id: str) -> Response:
     Answers with the state once the end is recorded (or after a short wait);
     cancelling an ended generation changes nothing and answers its state.
     """
-    generations = _generations()
+    generations = relay.generations()
     broker = generations.broker
-    current = _state(generation_id)
+    current = relay.owned_state(generation_id)
     if current["status"] == "running":
         if not generations.cancel(generation_id):
             broker.request_cancel(generation_id)
         for event in one_by_one(broker.listen(generation_id, current["events"] - 1, _CANCEL_WAIT_S)):
-            if event is None or event.type in TERMINAL:
+            if event is None or event.kind in TERMINAL:
                 break
     return jsonify(broker.state(generation_id))

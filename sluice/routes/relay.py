@@ -1,47 +1,76 @@
-"""A generation tied to one HTTP connection: held, relayed, and stopped with it.
+"""How a route answers with a generation: start it, hold it, then render it or fold it.
 
-``open_stream`` starts the generation, watches the client's socket, and holds
-the response (SPEC.md "Errors") until the first event after ``start``, a
-failure, or ``SLUICE_HOLD_S``. A failure while held is raised as the
-contract's HTTP error; otherwise the caller renders ``Relay.events()`` in its
-format. The response's own greenlet drives the generation (no task of its own,
-no trip through the broker, which still records every event for anyone else
-who follows it by id). ``Relay.close`` (called by the WSGI server when the
-response ends or the client goes away) stops the watcher and ends a
-generation still running, so the upstream is closed within the second either
-way.
+Every answer is a listener plus a renderer (``sluice.render``). A route
+parses its body into a ``ChatRequest``, then:
+
+- ``open_stream(chat)`` starts a generation tied to this connection and holds
+  the response (SPEC "Errors") until the first event after ``start``, a
+  failure, or ``SLUICE_HOLD_S``: a failure while held is raised as the
+  contract's HTTP error (the dialect's error shape, see ``sluice.errors``);
+- ``respond(stream, renderer)`` streams it in the renderer's format, and the
+  generation ends with the response (the client left, a write timed out);
+- ``collect(stream)`` waits for the whole answer instead: the fold
+  (``sluice.fold``) of the same events;
+- ``start_background(chat, …)`` starts one that runs on while no one listens,
+  and ``follow(id, after, renderer)`` is a listener by id from any position
+  (``GET /api/generations/<id>/events``, a dialect's resume).
+
+The client's socket is watched while the response is held or silent, so a
+client that leaves is noticed without waiting for a write (``disconnect``).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Response, current_app, g, request
 
-from . import disconnect, sse
-from .broker import one_by_one
-from .chat import ChatRequest
-from .errors import error_from_event
-from .events import Event
-from .generations import Generation, Generations
-from .hotpath import PassThroughResponse
+from .. import disconnect, sse
+from ..broker import one_by_one
+from ..chat import ChatRequest
+from ..errors import GenerationNotFound
+from ..events import Event, Kind
+from ..fold import Answer
+from ..generations import Generation, Generations, Policy
+from ..hotpath import PassThroughResponse
+from ..render import Renderer, render
 
-__all__ = ["Answer", "Relay", "collect", "open_stream", "streaming_response"]
+__all__ = [
+    "Stream",
+    "collect",
+    "follow",
+    "generations",
+    "open_stream",
+    "owned_state",
+    "respond",
+    "start_background",
+    "streaming_response",
+]
 
 
-class Relay:
-    """The events of one connection-tied generation; close it exactly when the response ends."""
+def generations() -> Generations:
+    """This worker's generations."""
+    found: Generations = current_app.extensions["sluice"]
+    return found
 
-    def __init__(self, generations: Generations, generation: Generation, stop_watch: Callable[[], None]) -> None:
+
+class Stream:
+    """One connection-tied generation, held; render it or fold it, exactly once."""
+
+    def __init__(self, generations: Generations, generation: Generation) -> None:
         self.generations = generations
         self.generation = generation
-        self._stop_watch = stop_watch
+        self._stop_watch: Callable[[], None] = lambda: None
         self.held: list[Event] = []  # what the hold read before the response began
 
-    def events(self) -> Iterator[list[Event] | None]:
+    @property
+    def id(self) -> str:
+        """The generation's id."""
+        return self.generation.id
+
+    def batches(self) -> Iterator[list[Event] | None]:
         """All events from ``start``, in batches; ``None`` after each idle gap of ``SLUICE_HEARTBEAT_S``."""
         assert self.generation.events is not None
         # A C-level chain, not a generator: one layer less to resume on every event.
@@ -68,123 +97,94 @@ def streaming_response(chunks: Iterator[bytes], mimetype: str, on_close: Callabl
     return response
 
 
-def open_stream(chat: ChatRequest, environ: Mapping[str, Any] | None = None, resumable: bool = True) -> Relay:
-    """Start ``chat`` tied to the current connection and hold it (see module docstring).
+def open_stream(chat: ChatRequest, resumable: bool = True, environ: Mapping[str, Any] | None = None) -> Stream:
+    """Start ``chat`` tied to the current connection and hold it (see the module docstring).
 
+    :param resumable: the client learns the id and may resume by it (see ``Policy``).
     :raise sluice.errors.SluiceError: any failure before the first token, within the hold.
     """
-    generations: Generations = current_app.extensions["sluice"]
+    found = generations()
     config = current_app.config
-    generation = generations.start_tied(
-        chat, g.get("key_id"), config["SLUICE_HOLD_S"], config["SLUICE_HEARTBEAT_S"], resumable
-    )
+    policy = Policy.tied_to(config["SLUICE_HOLD_S"], config["SLUICE_HEARTBEAT_S"], resumable)
+    generation = found.start(chat, g.get("key_id"), policy)
     assert generation.events is not None
     g.generation = generation
-    relay = Relay(generations, generation, lambda: None)
+    stream = Stream(found, generation)
     try:
         started = next(generation.events)  # [start]: the runner is under way
-        relay.held.extend(started or [])
-        relay._stop_watch = disconnect.watch(
+        stream.held.extend(started or [])
+        stream._stop_watch = disconnect.watch(
             environ if environ is not None else request.environ,
-            lambda: generations.cancel(generation.id, "disconnected"),
+            lambda: found.cancel(generation.id, "disconnected"),
         )
         first = next(generation.events)  # the first tokens, the end, or None: the hold is over
         if first:
-            relay.held.extend(first)
-            if first[0].type == "error":  # an end before any token: an HTTP error
-                raise error_from_event(first[0].data["error"])
+            stream.held.extend(first)
+            if first[0].kind is Kind.ERROR:  # an end before any token: an HTTP error
+                raise first[0].error
     except BaseException:
-        relay.close()
+        stream.close()
         raise
-    return relay
+    return stream
 
 
-@dataclass
-class Answer:
-    """A whole answer gathered from its events (``stream: false``)."""
-
-    last: Event  # the done event
-    content: list[str] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
-    refusal: list[str] = field(default_factory=list)
-    tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
-    logprobs: list[Any] = field(default_factory=list)
-
-    def add(self, event: Event) -> None:
-        """Fold one model event in."""
-        kind = event.type
-        if kind == "delta":
-            self.content.append(event.content or "")
-            if '"logprobs"' in event.json:  # most deltas carry none: no decoding for them
-                self._add_logprobs(event.data.get("logprobs"))
-        elif kind == "reasoning":
-            self.reasoning.append(event.content or "")
-        elif kind == "refusal":
-            self.refusal.append(event.content or "")
-        elif kind == "tool_call":
-            data = event.data
-            call = self.tool_calls.setdefault(
-                data["index"], {"id": None, "type": "function", "function": {"name": None, "arguments": ""}}
-            )
-            if data.get("id") is not None:
-                call["id"] = data["id"]
-            if data.get("name") is not None:
-                call["function"]["name"] = data["name"]
-            call["function"]["arguments"] += data.get("arguments", "")
-
-    def _add_logprobs(self, logprobs: Any) -> None:
-        # OpenAI gives {"content": [...]} per chunk, Ollama a list: the tokens, in order.
-        if isinstance(logprobs, dict):
-            logprobs = logprobs.get("content")
-        if isinstance(logprobs, list):
-            self.logprobs.extend(logprobs)
-
-    @property
-    def finish_reason(self) -> str:
-        """The done event's finish reason."""
-        return str(self.last.data["finish_reason"])
-
-    @property
-    def usage(self) -> dict[str, Any]:
-        """What the upstream reported (``{}`` for nothing)."""
-        return dict(self.last.data.get("usage") or {})
-
-    def message(self, reasoning_key: str = "reasoning") -> dict[str, Any]:
-        """The assistant message in OpenAI's shape, reasoning under ``reasoning_key`` (when any)."""
-        calls = [self.tool_calls[index] for index in sorted(self.tool_calls)]
-        text = "".join(self.content)
-        message: dict[str, Any] = {"role": "assistant", "content": None if calls and not text else text}
-        if self.reasoning:
-            message[reasoning_key] = "".join(self.reasoning)
-        if calls:
-            message["tool_calls"] = calls
-        if self.refusal:
-            message["refusal"] = "".join(self.refusal)
-            if not text:
-                message["content"] = None
-        return message
+def respond(stream: Stream, renderer: Renderer) -> Response:
+    """Stream ``stream`` in ``renderer``'s format; the generation ends with the response."""
+    return streaming_response(render(stream.batches(), renderer), renderer.mimetype, stream.close)
 
 
-def collect(relay: Relay) -> Answer:
-    """Wait for the whole answer.
+def collect(stream: Stream) -> Answer:
+    """Wait for the whole answer: the fold of its events.
 
     :raise sluice.errors.SluiceError: the generation ended with an error.
     """
+    answer = Answer()
     try:
-        answer: Answer | None = None
-        pending: list[Event] = []
-        for event in one_by_one(relay.events()):
+        for event in one_by_one(stream.batches()):
             if event is None:
                 continue
-            if event.type == "error":
-                raise error_from_event(event.data["error"])
-            if event.type == "done":
-                answer = Answer(event)
-            elif event.type != "start":
-                pending.append(event)
-        assert answer is not None
-        for event in pending:
             answer.add(event)
-        return answer
+            if event.kind in (Kind.DONE, Kind.ERROR):
+                break
     finally:
-        relay.close()
+        stream.close()
+    if answer.error is not None:
+        raise answer.error
+    return answer
+
+
+def start_background(chat: ChatRequest, meta: str | None = None, to_the_end: bool = False) -> Generation:
+    """Start ``chat`` in the background, owned by the request's key.
+
+    :param meta: text kept with the generation (``Broker.meta``).
+    :param to_the_end: runs to its end with no listener attached (no detach grace:
+        only a cancel, its own limits or a failure end it); otherwise cancelled once
+        no listener has been attached for ``SLUICE_DETACH_GRACE_S``.
+    """
+    grace = None if to_the_end else current_app.config["SLUICE_DETACH_GRACE_S"]
+    generation = generations().start(chat, g.get("key_id"), Policy.background(grace), meta)
+    g.generation = generation
+    return generation
+
+
+def owned_state(generation_id: str) -> dict[str, Any]:
+    """The generation's state; with API keys on, only for the key that started it.
+
+    :raise sluice.errors.GenerationNotFound: unknown, expired, or another key's.
+    """
+    broker = generations().broker
+    state = broker.state(generation_id)
+    if current_app.extensions["sluice.keys"] and broker.key_of(generation_id) != g.get("key_id"):
+        raise GenerationNotFound()  # the same answer as for an unknown id: ids reveal nothing
+    return state
+
+
+def follow(generation_id: str, after: int, renderer: Renderer) -> Response:
+    """A listener by id: everything after event ``after``, then live until the end, rendered.
+
+    The caller has checked the generation exists and is the key's (``owned_state``).
+    """
+    broker = generations().broker
+    listener = broker.listen(generation_id, after, current_app.config["SLUICE_HEARTBEAT_S"])
+    broker.attach(generation_id)
+    return streaming_response(render(listener, renderer), renderer.mimetype, lambda: broker.detach(generation_id))

@@ -30,7 +30,8 @@ from ..broker import one_by_one
 from ..chat import parse_chat
 from ..errors import GenerationNotFound, InvalidRequest, SluiceError
 from ..events import TERMINAL, dumps, error
-from ..generations import Generations
+from ..generations import Generations, Policy
+from ..render.events import ws_frame
 from ..tasks import Task, spawn
 
 bp = Blueprint("ws", __name__)
@@ -41,8 +42,16 @@ class _Session:
     """One WebSocket: at most one generation relayed at a time, one writer lock."""
 
     def __init__(
-        self, ws: Any, generations: Generations, default_model: str, heartbeat_s: float, key: str | None, keys_on: bool
+        self,
+        ws: Any,
+        generations: Generations,
+        default_model: str,
+        heartbeat_s: float,
+        key: str | None,
+        keys_on: bool,
+        grace_s: float,
     ) -> None:
+        self.grace_s = grace_s
         self.ws = ws
         self.key = key
         self.keys_on = keys_on
@@ -88,7 +97,7 @@ class _Session:
         self._busy()
         body = {key: value for key, value in message.items() if key != "type"}
         chat = parse_chat(body, self.default_model)
-        generation = self.generations.start_detached(chat, owner=self.key)
+        generation = self.generations.start(chat, self.key, Policy.background(self.grace_s))
         self._follow(generation.id, -1)
 
     def _resume(self, message: dict[str, Any]) -> None:
@@ -125,8 +134,8 @@ class _Session:
                 if not self._active.is_set():
                     return
                 if event is not None:
-                    self.send(event.json)
-                    if event.type in TERMINAL:
+                    self.send(ws_frame(event))
+                    if event.kind in TERMINAL:
                         return
         except Exception:  # the socket closed under us: the main loop detaches
             return
@@ -155,6 +164,7 @@ def websocket(ws: Any) -> None:
         config["SLUICE_HEARTBEAT_S"],
         g.get("key_id"),
         bool(current_app.extensions["sluice.keys"]),
+        config["SLUICE_DETACH_GRACE_S"],
     )
     try:
         while True:
