@@ -62,6 +62,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             settings["SLUICE_REDIS_MAX_CONNECTIONS"],
             settings["SLUICE_REDIS_FLUSH_MS"],
             settings["SLUICE_REDIS_MAX_PENDING"],
+            ticker,
         )
     else:
         broker = MemoryBroker(settings["SLUICE_GENERATION_TTL_S"], settings["SLUICE_MAX_GENERATIONS"], ticker)

@@ -1,22 +1,27 @@
-"""The lifecycle of a generation: start it, find it, cancel it, account for it.
+"""The lifecycle of a generation: start it, find it, end it, account for it.
 
 ``Generations`` lives on ``app.extensions["sluice"]``. ``start`` resolves the
-model, takes a stream slot, records the generation in the broker and spawns
-the runner; the slot is given back on every exit path of the runner
-(``finally``), so no counter can drift.
+model, takes a stream slot, creates the generation's log in the broker and
+spawns its producer (``runner.run``), one task per generation whatever the
+response; the slot is given back when the producer ends, so no counter can
+drift. Every response is then a listener of that log plus a renderer.
 
-Two kinds of generation share that path. A *tied* one (``POST /api/chat``,
-``/stream``, ``/v1``) is cancelled when its connection goes away. A *detached*
-one (``POST /api/generations``, the WebSocket) runs on while no one listens,
-and is cancelled once no listener has been attached for
-``SLUICE_DETACH_GRACE_S``. The grace trades the two promises against each
-other: long enough to ride out a reconnect (nothing lost), short enough that
-an abandoned answer stops costing tokens.
+How a generation runs is its ``Policy``, set by the route that starts it in
+one place. A *tied* generation (``POST /api/chat``, ``/stream``, ``/v1``)
+belongs to the response that started it: that response is its first
+listener and holds the producer back (backpressure), and when it leaves with
+no other listener attached, the generation is cancelled at once. A
+*background* one (``POST /api/generations``, the WebSocket, a background
+Response) runs on while no one listens, and is cancelled once no listener
+has been attached for its grace (``SLUICE_DETACH_GRACE_S``; a grace of
+``None`` never). The grace trades two promises against each other: long
+enough to ride out a reconnect (nothing lost), short enough that an
+abandoned answer stops costing tokens.
 
 A janitor task, running only while this worker runs generations, renews their
 leases in the broker (so other workers can tell a dead owner from a slow
-model) and applies the detach grace, once a tick. With a shared broker, a
-second task follows cancel requests made on other workers.
+model) and applies the graces, once a tick. With a shared broker, a second
+task follows cancel requests made on other workers.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,9 +38,11 @@ from flask import Flask
 
 from . import runner
 from .broker import Broker
+from .broker.log import Log
 from .chat import ChatRequest
-from .errors import BrokerUnavailable, GenerationLost, Overloaded, RateLimited, ServerShuttingDown, SluiceError
+from .errors import BrokerUnavailable, Overloaded, RateLimited, ServerShuttingDown, SluiceError
 from .events import FROM_MODEL, TERMINAL, Event, Kind
+from .hotpath import spawn_light
 from .provider import Abort, Provider, Registry
 from .tasks import Task, spawn
 from .ticker import Ticker
@@ -98,13 +105,21 @@ class Generation:
     policy: Policy
     provider: str = ""
     owner: str | None = None
-    task: Task | None = None
-    events: Generator[list[Event] | None, None, None] | None = None  # set when the caller drives it
+    log: Log | None = None  # its events in this worker (set once admitted)
     started: float = field(default_factory=time.monotonic)
     first_token_s: float | None = None
     tokens: int = 0
     outcome: str | None = None
     shared: bool = True  # its events go to the broker (False: started while the broker was down)
+    left: bool = False  # a tied generation's own response has gone
+
+    def listen(self) -> Iterator[list[Event] | None]:
+        """The tied response's listener: every event from ``start``, holding the producer back.
+
+        The first idle gap is the hold (``policy.hold_s``), then one per ``policy.heartbeat_s``.
+        """
+        assert self.log is not None
+        return self.log.follow(-1, self.policy.heartbeat_s, self.policy.hold_s, hold=True)
 
     def summary(self) -> dict[str, Any]:
         """The fields of the access log line."""
@@ -157,13 +172,10 @@ class Generations:
         self._cancels: Task | None = None
 
     def start(self, request: ChatRequest, owner: str | None, policy: Policy, meta: str | None = None) -> Generation:
-        """Start ``request`` under ``policy``.
+        """Start ``request`` under ``policy``: admit it, then spawn its producer.
 
-        A tied generation's caller drives it: it iterates ``generation.events``
-        (batches of events, ``None`` after each idle gap: ``policy.hold_s`` for
-        the first, ``policy.heartbeat_s`` after) and closes it when the response
-        ends. Any other runs as a task of its own, on while no one listens
-        (within ``policy.grace_s``).
+        A tied generation's caller then listens with ``generation.listen()``
+        and calls ``leave`` when its response ends.
 
         :param owner: the API key id that started it (only it may read or cancel it).
         :param meta: text kept with the generation for as long as it is kept (a dialect's
@@ -177,10 +189,7 @@ class Generations:
         :raise sluice.errors.BrokerUnavailable: the broker does not answer and ``policy.resumable``.
         """
         generation, attempts = self._admit(request, owner, policy, meta)
-        if policy.tied:
-            generation.events = self._events(generation, request, attempts, policy.hold_s, policy.heartbeat_s)
-        else:
-            generation.task = spawn(self._run, generation, request, attempts)
+        spawn_light(self._produce, generation, request, attempts)
         return generation
 
     def _admit(
@@ -208,15 +217,20 @@ class Generations:
         if self.metrics:
             self.metrics.active_streams.inc()
         try:
-            self.broker.create(generation.id, request.model, owner, meta)
+            generation.log = self.broker.create(generation.id, request.model, owner, meta)
         except BrokerUnavailable:
             if policy.resumable:
                 self._release(generation.id)
                 raise
+            # Nobody can follow it by id: it runs in this worker alone, durable when appended.
             generation.shared = False
+            generation.log = Log(self.ticker)
         except BaseException:
             self._release(generation.id)
             raise
+        log = generation.log
+        log.abort = generation.abort
+        generation.abort.on_abort(log.wake_producer)
         if self.metrics:
             self.metrics.child(self.metrics.streams_started, generation.provider).inc()
         self._ensure_tasks()
@@ -249,55 +263,45 @@ class Generations:
                         time.monotonic() - generation.started
                     )
 
-    def _run(self, generation: Generation, request: ChatRequest, attempts: list[tuple[Provider, str]]) -> None:
-        for _ in self._events(generation, request, attempts):
-            pass
+    def _produce(self, generation: Generation, request: ChatRequest, attempts: list[tuple[Provider, str]]) -> None:
+        """The generation's task: run the producer to the end, publishing to its log."""
+        events = generation.log
+        assert events is not None
+        abort = generation.abort
 
-    def _events(
-        self,
-        generation: Generation,
-        request: ChatRequest,
-        attempts: list[tuple[Provider, str]],
-        first_idle_s: float | None = None,
-        idle_s: float | None = None,
-    ) -> Generator[list[Event] | None, None, None]:
         def publish(event: Event) -> None:
-            if generation.shared:
-                self.broker.publish(generation.id, event)
+            events.publish(event)
             self._observe(generation, event)
+            events.wait_for_room(abort)
 
-        def failed(exc: Exception) -> Event:
-            if isinstance(exc, BrokerUnavailable):
-                # An outage, reported once by the broker: the listener's end, without an
-                # id (nothing was recorded), so its Last-Event-ID stays good for a resume.
-                lost = Event(-1, Kind.ERROR, GenerationLost("The event store is unreachable; retry shortly."))
-                self._observe(generation, lost)  # its outcome, for the metrics and the access log
-                return lost
-            # A broker that went away, or a bug; never a user error. Listeners must
-            # still see the one event that ends every generation.
+        try:
+            runner.run(generation.id, request, attempts, abort, publish, self.limits, self.ticker)
+        except Exception as exc:
+            # A bug, never a user error (the runner maps every failure to an event).
+            # Listeners must still see the one event that ends every generation.
             log.error("generation %s failed: %s", generation.id, type(exc).__name__, exc_info=exc)
-            try:
-                seq = self.broker.state(generation.id)["events"]
-                last = Event(seq, Kind.ERROR, SluiceError())
-                publish(last)
-            except Exception:
-                log.warning("could not record the end of %s", generation.id)
-                last = Event(-1, Kind.ERROR, SluiceError())
-            return last
+            if not events.ended:
+                events.fail(Event(-1, Kind.ERROR, SluiceError()))
+        finally:
+            self._release(generation.id)
 
-        return runner.run_events(
-            generation.id,
-            request,
-            attempts,
-            generation.abort,
-            publish,
-            self.limits,
-            self.ticker,
-            idle_s,
-            first_idle_s,
-            on_failure=failed,
-            on_exit=lambda: self._release(generation.id),
-        )
+    def leave(self, generation: Generation) -> None:
+        """A tied generation's own response has gone: cancel it unless someone else listens.
+
+        Listeners by id (any worker) keep it running; the janitor ends it once
+        they have gone too.
+        """
+        if generation.left:
+            return
+        generation.left = True
+        if generation.id not in self.running:
+            return
+        try:
+            alone = not generation.shared or self.broker.idle_since(generation.id) is not None
+        except SluiceError:  # the broker cannot say: nobody can be following it through it now
+            alone = True
+        if alone:
+            self.cancel(generation.id, "disconnected")
 
     def _release(self, generation_id: str) -> None:
         with self._lock:
@@ -366,16 +370,20 @@ class Generations:
                 log.warning("could not renew leases")
             now = time.time()
             for generation in running:
-                grace_s = generation.policy.grace_s
-                if generation.policy.tied or grace_s is None:
+                # A tied generation whose response left runs only while someone listens by id.
+                grace_s = 0.0 if generation.left else generation.policy.grace_s
+                if grace_s is None or (generation.policy.tied and not generation.left) or not generation.shared:
                     continue
                 try:
                     idle_since = self.broker.idle_since(generation.id)
                 except Exception:
                     continue
                 if idle_since is not None and now - idle_since >= grace_s:
-                    log.info("cancelling %s: no listener for %.0fs", generation.id, now - idle_since)
-                    self.cancel(generation.id, "detached")
+                    if generation.left:
+                        self.cancel(generation.id, "disconnected")
+                    else:
+                        log.info("cancelling %s: no listener for %.0fs", generation.id, now - idle_since)
+                        self.cancel(generation.id, "detached")
             time.sleep(tick)
 
 

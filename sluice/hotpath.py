@@ -4,15 +4,18 @@ Every stream runs through these on every event, so each replaces a general
 tool with a narrower one. Each has a one-line contract; the figures behind
 them are in ``docs/performance.md`` and ``docs/performance/``.
 
-- ``Inbox``: a one-reader queue that parks the reader's greenlet and wakes it
-  from the hub, and makes a fast writer wait past ``INBOX_LIMIT`` items
-  (backpressure). Contract: items come out in order, all at once, and a put
-  never resumes a greenlet that stopped waiting.
+- ``Signal``: wakes one parked reader (a listener, or a producer waiting for
+  room) from the hub, without gevent's ``Event`` machinery. Contract: a
+  ``set`` is never lost (one made while nobody waits is kept for the next
+  ``wait``), and a wake-up never resumes a greenlet that stopped waiting.
+- ``Interrupt``: lets an abort stop the producer where it blocks, but only
+  while it reads the provider. Contract: a write to the broker is never
+  interrupted; a read (a socket, a demo's pause) is, at once.
 - ``fairness()``: a hook that yields to the event loop after ``FAIR_EVERY``
   pieces that came without the loop turning. Contract: a provider that never
   blocks cannot starve other streams; one that blocks pays nothing.
-- ``spawn_light``: a raw greenlet for the one task every stream has.
-  Contract: ``target`` reports its own end; the returned function interrupts it.
+- ``spawn_light``: a raw greenlet for the one task every stream has (its
+  producer). Contract: ``target`` reports its own end; nothing joins it.
 - ``PassThroughResponse``: the WSGI server iterates the body's byte chunks
   itself. Contract: the same bytes as Werkzeug's wrapped iterator, and
   ``close`` runs however the response ends.
@@ -28,125 +31,127 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Response
 from greenlet import getcurrent
 
 from .tasks import gevent_active
 
-if TYPE_CHECKING:
-    from .provider import Abort
+__all__ = [
+    "FAIR_EVERY",
+    "HOLD_LIMIT",
+    "Interrupt",
+    "Interrupted",
+    "PassThroughResponse",
+    "Signal",
+    "fairness",
+    "spawn_light",
+]
 
-__all__ = ["FAIR_EVERY", "INBOX_LIMIT", "Inbox", "PassThroughResponse", "fairness", "spawn_light"]
-
-# Items a writer may queue ahead of the reader before ``put_piece`` waits.
-INBOX_LIMIT = 64
+# Events a producer may run ahead of the slowest listener that holds it back (a tied response).
+HOLD_LIMIT = 64
 # Pieces that may arrive without the event loop turning before the reader's task yields.
 FAIR_EVERY = 8
 
 
-class Inbox:
-    """What the pump, the ticker and an abort tell the runner, in order; one reader.
+class Signal:
+    """Wakes one waiter: a listener waiting for events, or a producer waiting for room.
 
-    A list, where ``queue.SimpleQueue`` (gevent's, once patched) carries three
-    deques: a couple of kilobytes per open stream. The runner takes all that is
-    queued at once, so pieces that came together leave together. ``put_piece``
-    waits while ``INBOX_LIMIT`` items are queued (backpressure); every other
-    message goes in at once.
-
-    Under gevent the reader (and a waiting writer) parks its own greenlet and
-    is woken by one hub callback, as gevent's ``Event`` does but without its
-    link list and timeout machinery: every event of every stream passes here.
-    The wake-up checks at run time that the greenlet still waits, so it can
-    never resume it somewhere else. Under threads, ``threading.Event``s.
+    Under gevent the waiter parks its own greenlet and ``set`` wakes it with
+    one hub callback, as gevent's ``Event`` does but without its link list and
+    timeout machinery: every event of every stream passes here. The wake-up
+    checks at run time that the greenlet still waits, so it can never resume
+    it somewhere else. Under threads, a ``threading.Event``.
     """
 
-    __slots__ = ("_drained", "_hub", "_items", "_loop", "_reader", "_ready", "_waking", "_writer")
+    __slots__ = ("_event", "_flag", "_hub", "_loop", "_scheduled", "_waiter")
 
     def __init__(self) -> None:
-        self._items: list[tuple[Any, Any]] = []
-        self._reader: Any = None  # the greenlet parked in take()
-        self._writer: Any = None  # the greenlet parked in put_piece()
-        self._waking = False  # a wake-up of the reader is scheduled and has not run yet
+        self._flag = False
+        self._waiter: Any = None  # the greenlet parked in wait()
+        self._scheduled = False  # a wake-up is queued in the hub and has not run yet
         if gevent_active():
             import gevent
 
             self._hub: Any = gevent.get_hub()
             self._loop: Any = self._hub.loop
-            self._ready: threading.Event | None = None
-            self._drained: threading.Event | None = None
+            self._event: threading.Event | None = None
         else:
             self._hub = self._loop = None
-            self._ready = threading.Event()
-            self._drained = threading.Event()
+            self._event = threading.Event()
 
-    def put(self, item: tuple[Any, Any]) -> None:
-        """Queue ``item`` and wake the reader; never waits."""
-        self._items.append(item)
-        if self._ready is not None:
-            self._ready.set()
-        elif self._reader is not None and not self._waking:
-            self._waking = True
+    def set(self) -> None:
+        """Wake the waiter (or the next one to wait); never blocks."""
+        self._flag = True
+        if self._event is not None:
+            self._event.set()
+        elif self._waiter is not None and not self._scheduled:
+            self._scheduled = True
             self._loop.run_callback(self._wake)
 
-    def put_piece(self, kind: Any, piece: Any, abort: Abort) -> None:
-        """Queue ``(kind, piece)``, first waiting while the inbox is full (or until ``abort``)."""
-        items = self._items
-        if len(items) >= INBOX_LIMIT:
-            if self._drained is None:
-                while len(items) >= INBOX_LIMIT:
-                    # An abort kills this greenlet where it parks (GreenletExit).
-                    self._writer = getcurrent()
-                    try:
-                        self._hub.switch()
-                    finally:
-                        self._writer = None
-            else:
-                # Threads cannot be interrupted: look at the abort flag now and then.
-                while len(items) >= INBOX_LIMIT and not abort.is_set:
-                    self._drained.clear()
-                    if len(items) >= INBOX_LIMIT:
-                        self._drained.wait(0.1)
-        self.put((kind, piece))
-
     def _wake(self) -> None:
-        # In the hub. The reader may have been woken otherwise (killed) meanwhile.
-        self._waking = False
-        reader = self._reader
-        if reader is not None and self._items:
-            reader.switch()
+        # In the hub. The waiter may have been woken otherwise (killed) meanwhile.
+        self._scheduled = False
+        waiter = self._waiter
+        if waiter is not None and self._flag:
+            waiter.switch()
 
-    def _wake_writer(self) -> None:
-        writer = self._writer
-        if writer is not None and len(self._items) < INBOX_LIMIT:
-            writer.switch()
-
-    def take(self) -> list[tuple[Any, Any]]:
-        """Everything queued, oldest first; waits until there is something."""
-        items = self._items
-        if self._ready is None:
-            while not items:
-                self._reader = getcurrent()
+    def wait(self) -> None:
+        """Return once ``set`` was called since the last ``wait`` returned."""
+        if self._event is None:
+            while not self._flag:
+                self._waiter = getcurrent()
                 try:
-                    self._hub.switch()
+                    self._hub.switch()  # parked until _wake switches back
                 finally:
-                    self._reader = None
+                    self._waiter = None
         else:
-            while not items:
-                # Cleared before the second look: a put in between sets it again.
-                self._ready.clear()
-                if not items:
-                    self._ready.wait()
-        # Copy, then delete what was copied: a put in between (another thread)
-        # lands after it and stays for the next take.
-        taken = items[:]
-        del items[: len(taken)]
-        if self._drained is not None:
-            self._drained.set()
-        elif self._writer is not None:
-            self._loop.run_callback(self._wake_writer)
-        return taken
+            while not self._flag:
+                self._event.wait()
+                # Cleared before the next look at the flag: a set in between sets it again.
+                self._event.clear()
+        self._flag = False
+
+
+class Interrupted(BaseException):
+    """Raised in the producer, where it reads the provider, when its generation was aborted.
+
+    A ``BaseException``: a provider's ``except Exception`` must not swallow it.
+    """
+
+
+class Interrupt:
+    """An ``Abort`` closer that interrupts the producer's read of the provider.
+
+    Made in the producer's own greenlet. The producer sets ``reading`` around
+    each read; the interrupt is delivered from the hub, which checks
+    ``reading`` when it runs (the producer is parked then, so the flag is
+    exact): a producer that is writing to the broker, or waiting for a slow
+    listener, is left alone and sees the abort when it next looks. Under
+    threads nothing can be interrupted: closing the upstream does the work.
+    """
+
+    __slots__ = ("_greenlet", "_loop", "reading")
+
+    def __init__(self) -> None:
+        self.reading = False
+        if gevent_active():
+            import gevent
+
+            self._greenlet: Any = getcurrent()
+            self._loop: Any = gevent.get_hub().loop
+        else:
+            self._greenlet = self._loop = None
+
+    def __call__(self) -> None:
+        if self._loop is not None:
+            self._loop.run_callback(self._throw)
+
+    def _throw(self) -> None:
+        greenlet = self._greenlet
+        if self.reading and not greenlet.dead:
+            greenlet.throw(Interrupted())
 
 
 def fairness() -> Callable[[], None]:
@@ -209,19 +214,17 @@ class PassThroughResponse(Response):
         return _Body(self.response, self.close)  # type: ignore[arg-type]
 
 
-def spawn_light(target: Callable[..., Any], *args: Any) -> Callable[[], None]:
-    """Run ``target(*args)`` in the background; return a function that interrupts it.
+def spawn_light(target: Callable[..., Any], *args: Any) -> None:
+    """Run ``target(*args)`` in the background: under gevent a raw greenlet.
 
-    For the one task every stream has (the runner's pump): under gevent a raw
-    greenlet, without the ``Greenlet`` object's links, result and start
-    callback, which nothing here uses. Nothing can join it; ``target`` must report its own end. The interrupt raises
-    ``GreenletExit`` where it blocks, or does nothing once it has ended; under
-    threads it does nothing.
+    For the one task every stream has (its producer): a raw greenlet, without
+    the ``Greenlet`` object's links, result and start callback, which nothing
+    here uses. Nothing can join it: ``target`` must report its own end. Under
+    threads, a daemon thread.
     """
     if gevent_active():
         import gevent
 
-        greenlet = gevent.spawn_raw(target, *args)
-        return lambda: gevent.kill(greenlet)
+        gevent.spawn_raw(target, *args)
+        return
     threading.Thread(target=target, args=args, daemon=True).start()
-    return lambda: None

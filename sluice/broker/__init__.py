@@ -1,10 +1,12 @@
 """Where a generation's events live between the runner and its listeners.
 
-The runner ``publish``es numbered events; any number of listeners ``listen``
-from any position (``after``), each at its own pace, replaying what is kept
-and then following live. The in-process ``MemoryBroker`` serves one worker;
-``RedisBroker`` (``SLUICE_REDIS_URL``) lets every worker on every host serve
-any listener and any cancel.
+A generation's producer publishes numbered events to its ``Log`` (``log``);
+any number of listeners ``listen`` from any position (``after``), each at its
+own pace, replaying what is kept and then following live, and each sees an
+event only once the broker holds it (durable before delivery). The
+in-process ``MemoryBroker`` serves one worker; ``RedisBroker``
+(``SLUICE_REDIS_URL``) lets every worker on every host serve any listener and
+any cancel.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from ..events import Event
+from .log import Log
 
 __all__ = ["Broker", "one_by_one"]
 
@@ -41,11 +44,15 @@ class Broker(Protocol):
         """
         ...
 
-    def create(self, generation_id: str, model: str, key: str | None = None, meta: str | None = None) -> None:
-        """Make room for a new, running generation started with API key id ``key``.
+    def create(self, generation_id: str, model: str, key: str | None = None, meta: str | None = None) -> Log:
+        """Make room for a new, running generation started with API key id ``key``; return its log.
+
+        The producer publishes to the log; the broker makes each event durable
+        (``Log.commit``) and serves listeners by id from it or from its store.
 
         :param meta: text kept with the generation as long as it is kept (``meta`` reads it).
         :raise sluice.errors.Overloaded: no room is left.
+        :raise sluice.errors.BrokerUnavailable: the store does not answer.
         """
         ...
 
@@ -64,7 +71,7 @@ class Broker(Protocol):
         ...
 
     def publish(self, generation_id: str, event: Event) -> None:
-        """Append ``event``; a ``done`` or ``error`` event ends the generation."""
+        """Append ``event`` to the log of a generation created here (``create(...).publish``)."""
         ...
 
     def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[list[Event] | None]:

@@ -1,8 +1,8 @@
-"""The in-process broker: events in a list per generation, one worker.
+"""The in-process broker: each generation's ``Log`` in a dict, one worker.
 
-Listeners never hold a reference into a shared buffer they could slow down:
-each keeps its own position, and the producer only appends and notifies.
-Finished generations are kept for ``ttl_s`` and then dropped, oldest first.
+The log is the store: an event is durable once appended, and listeners
+follow the log itself (see ``log``). Finished generations are kept for
+``ttl_s`` and then dropped, oldest first.
 """
 
 from __future__ import annotations
@@ -14,28 +14,23 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import GenerationNotFound, Overloaded
-from ..events import TERMINAL, Event, Kind
-from ..ticker import Deadline, Ticker
+from ..events import Event, Kind
+from ..ticker import Ticker
+from .log import Log
 
 __all__ = ["MemoryBroker"]
 
-# At most this many events per batch: a long replay still lets other streams run.
-_BATCH = 256
-
 
 class _Record:
-    __slots__ = ("ended_at", "events", "idle_since", "key", "listeners", "meta", "model", "status", "waiters")
+    __slots__ = ("ended_at", "idle_since", "key", "listeners", "log", "meta", "model", "status")
 
-    def __init__(self, model: str, key: str | None, meta: str | None = None) -> None:
+    def __init__(self, log: Log, model: str, key: str | None, meta: str | None = None) -> None:
+        self.log = log
         self.model = model
         self.key = key
         self.meta = meta
-        self.events: list[Event] = []
         self.status = "running"
         self.ended_at: float | None = None
-        # One Event per waiting listener: set() wakes exactly the waiting ones, and
-        # a wait without a timeout allocates nothing (heartbeats come from the ticker).
-        self.waiters: set[threading.Event] = set()
         self.listeners = 0
         self.idle_since: float | None = time.time()
 
@@ -57,8 +52,8 @@ class MemoryBroker:
     def follow_cancels(self, on_cancel: Callable[[str], None]) -> None:
         """Nothing to follow: every cancel of this worker's generations is made here."""
 
-    def create(self, generation_id: str, model: str, key: str | None = None, meta: str | None = None) -> None:
-        """Register a running generation; past the bound the oldest finished ones go first.
+    def create(self, generation_id: str, model: str, key: str | None = None, meta: str | None = None) -> Log:
+        """Register a running generation and return its log; past the bound the oldest finished ones go first.
 
         :raise Overloaded: every generation kept is still running.
         """
@@ -69,22 +64,29 @@ class MemoryBroker:
                 self._records.pop(oldest, None)
             if len(self._records) >= self.max_generations:
                 raise Overloaded()
-            self._records[generation_id] = _Record(model, key, meta)
+            log = Log(self.ticker, on_end=lambda event: self._ended_with(generation_id, event))
+            self._records[generation_id] = _Record(log, model, key, meta)
+        return log
+
+    def _ended_with(self, generation_id: str, event: Event) -> None:
+        record = self._records.get(generation_id)
+        if record is None:
+            return
+        record.status = _status_of(event)
+        record.ended_at = time.monotonic()
+        with self._lock:
+            self._ended[generation_id] = record.ended_at
 
     def meta(self, generation_id: str) -> str | None:
         """The text given to ``create``."""
         return self._get(generation_id).meta
 
     def delete(self, generation_id: str) -> None:
-        """Forget it; a listener still reading sees its end (or stops where it is)."""
+        """Forget it; a listener still reading goes on to the end of what the log holds."""
         self._get(generation_id)
         with self._lock:
-            record = self._records.pop(generation_id, None)
+            self._records.pop(generation_id, None)
             self._ended.pop(generation_id, None)
-        if record is not None and record.ended_at is None:
-            record.ended_at = time.monotonic()  # listeners waiting on it stop waiting
-            for waiter in tuple(record.waiters):
-                waiter.set()
 
     def attach(self, generation_id: str) -> None:
         """Count a listener in."""
@@ -113,62 +115,14 @@ class MemoryBroker:
         return False
 
     def publish(self, generation_id: str, event: Event) -> None:
-        """Append ``event`` and wake the listeners."""
+        """Append ``event`` to the generation's log (producers hold the log itself)."""
         record = self._records.get(generation_id)
-        if record is None:
-            return
-        # Appending before marking the end: a listener that sees the end sees the event.
-        record.events.append(event)
-        if event.kind in TERMINAL:
-            record.status = _status_of(event)
-            record.ended_at = time.monotonic()
-            with self._lock:
-                self._ended[generation_id] = record.ended_at
-        for waiter in tuple(record.waiters):
-            waiter.set()
+        if record is not None:
+            record.log.publish(event)
 
     def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[list[Event] | None]:
         """Replay from ``after + 1`` in batches, then follow live until the end."""
-        record = self._get(generation_id)
-        return self._follow(record, max(after + 1, 0), idle_s)
-
-    def _follow(self, record: _Record, position: int, idle_s: float) -> Iterator[list[Event] | None]:
-        wake = threading.Event()
-        idle = [False]
-
-        def ping() -> None:
-            idle[0] = True
-            wake.set()
-
-        beat = Deadline(time.monotonic() + idle_s, ping)
-        record.waiters.add(wake)
-        self.ticker.add(beat)
-        try:
-            while True:
-                events = record.events
-                if position < len(events):
-                    batch = events[position : position + _BATCH]
-                    position += len(batch)
-                    beat.at = time.monotonic() + idle_s
-                    yield batch
-                    if batch[-1].kind in TERMINAL:
-                        return
-                    continue
-                if record.ended_at is not None:
-                    return
-                wake.clear()
-                if position < len(record.events) or record.ended_at is not None:
-                    continue
-                wake.wait()
-                if idle[0]:
-                    idle[0] = False
-                    beat.at = time.monotonic() + idle_s
-                    self.ticker.add(beat)
-                    if position >= len(record.events):
-                        yield None
-        finally:
-            record.waiters.discard(wake)
-            self.ticker.discard(beat)
+        return self._get(generation_id).log.follow(after, idle_s)
 
     def key_of(self, generation_id: str) -> str | None:
         """The id of the API key that started it (None with keys off)."""
@@ -188,7 +142,7 @@ class MemoryBroker:
             "id": generation_id,
             "model": record.model,
             "status": record.status,
-            "events": len(record.events),
+            "events": record.log.durable,
         }
 
     def _get(self, generation_id: str) -> _Record:

@@ -58,6 +58,8 @@ import redis
 
 from ..errors import BrokerUnavailable, GenerationLost, GenerationNotFound, Overloaded, SluiceError
 from ..events import TERMINAL, Event, Kind
+from ..ticker import Ticker
+from .log import Log, Redirected
 from .redis_io import Reader, Writer
 
 __all__ = ["PoolExhausted", "RedisBroker"]
@@ -207,7 +209,11 @@ class RedisBroker:
         max_connections: int = 64,
         flush_ms: float = 5.0,
         max_pending: int = 100_000,
+        ticker: Ticker | None = None,
     ) -> None:
+        self.ticker = ticker or Ticker()
+        #: The logs of the generations this worker runs, until their end is in Redis.
+        self._local: dict[str, Log] = {}
         self.ttl_s = int(max(1, ttl_s))
         self.max_generations = max_generations
         self.lease_s = lease_s
@@ -248,6 +254,9 @@ class RedisBroker:
             flush_ms / 1000.0,
             max_pending,
             wait_s=2 * socket_timeout_s + 1.0,
+            on_flushed=self._flushed,
+            on_refused=self._refused,
+            on_failed=self._failed,
         )
         self.reader = Reader(self._pubsub_client, self._reader_client, self.outage, self._stream, _BATCH, _POLL_S)
 
@@ -271,15 +280,47 @@ class RedisBroker:
 
     # -- the producer side ---------------------------------------------------------
 
-    def create(self, generation_id: str, model: str, key: str | None = None, meta: str | None = None) -> None:
-        """Record a running generation owned by this worker, making room if needed.
+    def create(self, generation_id: str, model: str, key: str | None = None, meta: str | None = None) -> Log:
+        """Record a running generation owned by this worker, making room if needed; return its log.
 
         Through the writer: the starts that come together share one round trip.
+        The log hands each event to the writer; listeners get it once flushed.
 
         :raise Overloaded: every generation kept is still running.
         :raise BrokerUnavailable: Redis does not answer.
         """
         self.writer.create(generation_id, model, key, meta)
+        log = Log(self.ticker, on_append=lambda event: self.writer.publish(generation_id, event))
+        self._local[generation_id] = log
+        return log
+
+    def publish(self, generation_id: str, event: Event) -> None:
+        """Append ``event`` to the log of a generation this worker runs.
+
+        :raise BrokerUnavailable: it does not run here any more (Redis lost it, or another
+            worker ended it as lost).
+        """
+        log = self._local.get(generation_id)
+        if log is None or log.failure is not None or log.redirected:
+            raise BrokerUnavailable()
+        log.publish(event)
+
+    def _flushed(self, generation_id: str, count: int) -> None:
+        log = self._local.get(generation_id)
+        if log is not None:
+            log.commit(count)
+            if log.ended:
+                del self._local[generation_id]  # new listeners read Redis; followers keep the log
+
+    def _refused(self, generation_id: str) -> None:
+        log = self._local.pop(generation_id, None)
+        if log is not None:
+            log.redirect()
+
+    def _failed(self, generation_id: str) -> None:
+        log = self._local.pop(generation_id, None)
+        if log is not None:
+            log.fail(_lost_event("The event store is unreachable; resume with Last-Event-ID shortly."))
 
     @_guarded
     def meta(self, generation_id: str) -> str | None:
@@ -295,13 +336,6 @@ class RedisBroker:
         pipe.zrem(f"{_PREFIX}gens", generation_id)
         pipe.zrem(f"{_PREFIX}ended", generation_id)
         pipe.execute()
-
-    def publish(self, generation_id: str, event: Event) -> None:
-        """Queue ``event`` for the worker's writer; the final one returns once it is in Redis.
-
-        :raise BrokerUnavailable: Redis is down, or did not take earlier events of this generation.
-        """
-        self.writer.publish(generation_id, event)
 
     def renew(self, generation_ids: list[str]) -> None:
         """Extend this worker's leases (called about three times per lease period), in one call.
@@ -349,11 +383,28 @@ class RedisBroker:
         """The id of the API key that started it (None with keys off)."""
         return self._state(generation_id).get(b"key", b"").decode() or None
 
-    @_guarded
     def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[list[Event] | None]:
-        """Replay after ``after`` in batches, then follow live; see the module docstring."""
-        self._state(generation_id)
+        """Replay after ``after`` in batches, then follow live; see the module docstring.
+
+        A generation this worker runs is read from its log (what Redis holds of
+        it, without a round trip); any other from Redis.
+        """
+        local = self._local.get(generation_id)
+        if local is not None:
+            return self._listen_local(generation_id, local, after, idle_s)
+        self._check_exists(generation_id)
         return self._listen(generation_id, max(after, -1), idle_s)
+
+    @_guarded
+    def _check_exists(self, generation_id: str) -> None:
+        self._state(generation_id)
+
+    def _listen_local(self, generation_id: str, local: Log, after: int, idle_s: float) -> Iterator[list[Event] | None]:
+        try:
+            yield from local.follow(after, idle_s)
+        except Redirected as moved:
+            # Another worker ended it: its account of the end is in Redis.
+            yield from self._listen(generation_id, moved.position, idle_s)
 
     def _listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[list[Event] | None]:
         # Registered with the reader before reading: an event is either read here or handed over.
@@ -388,7 +439,8 @@ class RedisBroker:
                 if sub.pending:
                     with self.reader.lock:
                         pending, sub.pending = sub.pending, []
-                    batch = [event for event in pending if event.seq > position]
+                    # The reader and this listener's own checks may both hand over an event.
+                    batch = _next_events(pending, position)
                     if batch:
                         position = batch[-1].seq
                         quiet_since = time.monotonic()
@@ -507,6 +559,23 @@ class RedisBroker:
             return False
         self.outage.answered()
         return answered
+
+
+def _next_events(events: list[Event], position: int) -> list[Event]:
+    """The events that follow event ``position``, in order, each once, up to the first final one."""
+    out: list[Event] = []
+    for event in sorted(events, key=_seq):
+        if event.seq <= position:
+            continue  # seen already (handed over twice)
+        out.append(event)
+        position = event.seq
+        if event.kind in TERMINAL:
+            break  # exactly one final event per listener
+    return out
+
+
+def _seq(event: Event) -> int:
+    return event.seq
 
 
 def _parse(entries: list[Any]) -> list[Event]:

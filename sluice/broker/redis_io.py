@@ -12,18 +12,21 @@
 asks for a flush at once and waits for it: starts that come together share one
 round trip, and "no room" is still known before the response begins.
 
-*Write behind.* ``Writer.publish`` appends the event to the worker's pending
-batch and returns: a stream's hot path never waits for Redis. One task sends
-everything every stream produced since its last flush as one Lua call (XADD
-per event, and for a final event the status, the expiry and the ``ended``
-set, atomically with the check that the generation still runs). A final
-event's publisher waits for its flush (so ``done`` reaches Redis before it
-reaches the client, and a resume or a state read right after the end agrees),
-and that flush goes at once rather than after the linger. At most
-``max_pending`` events wait; past it publishers wait for the flush
-(backpressure, not memory). If the worker dies, what was pending is lost with
-it: the lease expires and listeners elsewhere end with ``generation_lost``
-after the last event that reached Redis, so a resume sees no gap.
+*Write behind, durable before delivery.* ``Writer.publish`` appends the
+event to the worker's pending batch and returns: a producer never waits for
+Redis. One task sends everything every stream produced since its last flush
+as one Lua call (XADD per event, and for a final event the status, the
+expiry and the ``ended`` set, atomically with the check that the generation
+still runs), then tells the broker how far each generation is durable
+(``on_flushed``): only then do its listeners get those events, so an event a
+client has seen is in Redis. A final event's flush goes at once rather than
+after the linger. At most ``max_pending`` events wait; past it producers
+wait for the flush (backpressure, not memory). Events Redis refused (another
+worker ended the generation as lost) are reported with ``on_refused``;
+events that could not be written (an outage) with ``on_failed``. If the
+worker dies, what was pending is lost with it, but no client saw it: the
+lease expires and listeners elsewhere end with ``generation_lost`` numbered
+after the last event that reached Redis, the last one any client saw.
 
 *One reader.* A listener reads what is already there itself (one round trip
 per ``512`` events), then follows live through the reader: the flush script
@@ -174,6 +177,9 @@ class Writer:
         linger_s: float = 0.005,
         max_pending: int = 100_000,
         wait_s: float = 5.0,
+        on_flushed: Callable[[str, int], None] = lambda generation_id, count: None,
+        on_refused: Callable[[str], None] = lambda generation_id: None,
+        on_failed: Callable[[str], None] = lambda generation_id: None,
     ) -> None:
         self._client = client
         self._conn: Any = None  # the writer's own connection, held for good
@@ -186,13 +192,14 @@ class Writer:
         self._max_generations = b"%d" % max_generations
         self.linger_s = linger_s
         self.max_pending = max(1, max_pending)
-        self._wait_s = wait_s  # longest a final event waits for its flush (a hung Redis: the timeout, twice)
+        self._wait_s = wait_s  # longest a start waits for its flush (a hung Redis: the timeout, twice)
         self._batch = _Batch()
         self._wake = threading.Event()
         self._urgent = threading.Event()
         self._lock = threading.Lock()  # publishers in threads (flask run); uncontended under gevent
-        #: generations whose events Redis refused or never got: their next publish fails.
-        self.lost: set[str] = set()
+        self._on_flushed = on_flushed
+        self._on_refused = on_refused
+        self._on_failed = on_failed
         self._task: tasks.Task | None = None
 
     def create(self, generation_id: str, model: str, key: str | None, meta: str | None = None) -> None:
@@ -225,13 +232,10 @@ class Writer:
             self._urgent.set()
 
     def publish(self, generation_id: str, event: Event) -> None:
-        """Queue ``event``; a final one returns once it is in Redis.
-
-        :raise BrokerUnavailable: Redis is down, or lost earlier events of this generation.
-        """
-        if self._outage.since is not None or generation_id in self.lost:
-            self.lost.discard(generation_id)  # told once: the runner ends the generation
-            raise BrokerUnavailable()
+        """Queue ``event``; ``on_flushed`` (or ``on_refused``, ``on_failed``) tells how it went."""
+        if self._outage.since is not None:
+            self._on_failed(generation_id)  # known down: this generation cannot go on
+            return
         with self._lock:
             batch = self._batch
             queued = batch.events.get(generation_id)
@@ -241,13 +245,8 @@ class Writer:
                 queued.append(event)
             batch.count += 1
             first = batch.count == 1
-        final = event.kind in TERMINAL
-        self._kick(first, final)
-        if final:
-            if not batch.done.wait(self._wait_s) or batch.failed or generation_id in self.lost:
-                self.lost.discard(generation_id)
-                raise BrokerUnavailable()
-        elif batch.count >= self.max_pending:
+        self._kick(first, event.kind in TERMINAL)
+        if batch.count >= self.max_pending:
             batch.done.wait(self._wait_s)  # backpressure: Redis is slower than the streams
 
     def _run(self) -> None:
@@ -259,21 +258,29 @@ class Writer:
             self._urgent.clear()
             with self._lock:
                 batch, self._batch = self._batch, _Batch()
+            refused: set[str] = set()
             try:
                 if batch.count:
-                    self._send(batch)
+                    refused = self._send(batch)
             except Exception as exc:
                 batch.failed = True
                 if isinstance(exc, _OUTAGE):
                     self._outage.failed(exc)
                 elif not isinstance(exc, BrokerUnavailable):
                     log.warning("could not write %d events to redis: %s", batch.count, type(exc).__name__)
-                self._refuse(batch.events)
+                for generation_id in batch.events:
+                    self._on_failed(generation_id)
+            else:
+                for generation_id, queued in batch.events.items():
+                    if generation_id in refused:
+                        self._on_refused(generation_id)
+                    else:
+                        self._on_flushed(generation_id, queued[-1].seq + 1)
             finally:
                 batch.done.set()
 
-    def _send(self, batch: _Batch) -> None:
-        """One EVALSHA for the whole batch, packed here: one buffer, one ``sendall``."""
+    def _send(self, batch: _Batch) -> set[str]:
+        """One EVALSHA for the whole batch, packed here: one buffer, one ``sendall``; the refused ids."""
         if not batch.creates:  # a create checked already: it is this second's probe
             self._outage.check()  # known down: fail at once (one probe a second)
         args: list[bytes] = [
@@ -307,8 +314,7 @@ class Writer:
         full, refused = reply
         if full:
             batch.full.update(r.decode() for r in full)
-        if refused:
-            self._refuse({r.decode(): [] for r in refused})
+        return {r.decode() for r in refused}
 
     def _call(self, payload: bytes) -> Any:
         conn = self._conn
@@ -332,18 +338,6 @@ class Writer:
         if isinstance(reply, redis.ResponseError):
             raise reply
         return reply
-
-    def _refuse(self, generation_ids: dict[str, Any]) -> None:
-        """Remember generations whose events did not reach Redis; drop what they still have queued."""
-        with self._lock:
-            if len(self.lost) > 100_000:  # ids that never published again (ended during an outage)
-                self.lost.clear()
-            pending = self._batch.events
-            for generation_id in generation_ids:
-                self.lost.add(generation_id)
-                dropped = pending.pop(generation_id, None)
-                if dropped:
-                    self._batch.count -= len(dropped)
 
 
 class Subscription:

@@ -57,13 +57,14 @@ def generations() -> Generations:
 
 
 class Stream:
-    """One connection-tied generation, held; render it or fold it, exactly once."""
+    """A tied generation's own response: its first listener, held; render it or fold it, once."""
 
     def __init__(self, generations: Generations, generation: Generation) -> None:
         self.generations = generations
         self.generation = generation
-        self._stop_watch: Callable[[], None] = lambda: None
+        self.listener = generation.listen()
         self.held: list[Event] = []  # what the hold read before the response began
+        self._stop_watch: Callable[[], None] = lambda: None
 
     @property
     def id(self) -> str:
@@ -72,17 +73,18 @@ class Stream:
 
     def batches(self) -> Iterator[list[Event] | None]:
         """All events from ``start``, in batches; ``None`` after each idle gap of ``SLUICE_HEARTBEAT_S``."""
-        assert self.generation.events is not None
         # A C-level chain, not a generator: one layer less to resume on every event.
-        return itertools.chain((self.held,) if self.held else (), self.generation.events)
+        return itertools.chain((self.held,) if self.held else (), self.listener)
+
+    def leave(self) -> None:
+        """The client has gone (or the response ended): the generation ends unless someone else listens."""
+        self.generations.leave(self.generation)
 
     def close(self) -> None:
-        """Stop watching the client; end the generation if it still runs."""
+        """Stop watching the client and listening; leave the generation."""
         self._stop_watch()
-        self.generations.cancel(self.generation.id, "disconnected")
-        assert self.generation.events is not None
-        # Runs the runner's cleanup (and the slot's release) wherever it stopped.
-        self.generation.events.close()
+        self.listener.close()  # type: ignore[attr-defined]  # a generator
+        self.leave()
 
 
 def streaming_response(chunks: Iterator[bytes], mimetype: str, on_close: Callable[[], None]) -> Response:
@@ -107,21 +109,20 @@ def open_stream(chat: ChatRequest, resumable: bool = True, environ: Mapping[str,
     config = current_app.config
     policy = Policy.tied_to(config["SLUICE_HOLD_S"], config["SLUICE_HEARTBEAT_S"], resumable)
     generation = found.start(chat, g.get("key_id"), policy)
-    assert generation.events is not None
     g.generation = generation
     stream = Stream(found, generation)
     try:
-        started = next(generation.events)  # [start]: the runner is under way
-        stream.held.extend(started or [])
-        stream._stop_watch = disconnect.watch(
-            environ if environ is not None else request.environ,
-            lambda: found.cancel(generation.id, "disconnected"),
-        )
-        first = next(generation.events)  # the first tokens, the end, or None: the hold is over
-        if first:
-            stream.held.extend(first)
-            if first[0].kind is Kind.ERROR:  # an end before any token: an HTTP error
-                raise first[0].error
+        stream._stop_watch = disconnect.watch(environ if environ is not None else request.environ, stream.leave)
+        # Held until an event after ``start`` (the first tokens, or the end) or the hold's idle gap.
+        for batch in stream.listener:
+            if batch is None:
+                break  # the hold is over: 200, the start event, then pings
+            stream.held.extend(batch)
+            first = next((event for event in batch if event.kind is not Kind.START), None)
+            if first is not None:
+                if first.kind is Kind.ERROR:  # an end before any token: an HTTP error
+                    raise first.error
+                break
     except BaseException:
         stream.close()
         raise
