@@ -1,8 +1,10 @@
 """CPU per event through the runner, by kind of piece: ``python bench/pieces.py [N]``.
 
-Runs ``sluice.runner.run_events`` under gevent (patched, as in the gunicorn
-worker) with a provider that never blocks, so the figure is the runner's own
-cost per event (numbering, serialising, batching, the inbox), without HTTP.
+Runs the producer, ``sluice.runner.run``, under gevent (patched, as in the
+gunicorn worker) with a provider that never blocks, publishing to a
+generation's ``Log`` as the in-memory broker does, then serialises each event
+once as the SSE renderer would: the figure is the core's own cost per event
+(numbering, deadlines, the log, the JSON), without HTTP or a listener.
 Prints microseconds of CPU per event for plain text, text with logprobs,
 reasoning, tool-call pieces and refusals, best of five runs each.
 """
@@ -19,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sluice.chat import ChatRequest, Message
 from sluice.provider import Abort, Finish
-from sluice.runner import Limits, run_events
+from sluice.broker.log import Log
+from sluice.runner import Limits, run
 from sluice.ticker import Ticker
 
 
@@ -54,13 +57,13 @@ def cost_us(piece: object, n: int) -> float:
     request = ChatRequest("bench/x", (Message("user", "hi"),))
     best = float("inf")
     for _ in range(5):
-        kept: list = []
+        ticker = Ticker()
+        log = Log(ticker)
         started = time.process_time()
-        for _batch in run_events(
-            "gen_b", request, [(_Provider(piece, n), "x")], Abort(), kept.append, Limits(max_events=n + 10), Ticker()
-        ):
-            pass
-        best = min(best, (time.process_time() - started) / len(kept) * 1e6)
+        run("gen_b", request, [(_Provider(piece, n), "x")], Abort(), log.publish, Limits(max_events=n + 10), ticker)
+        for event in log.events:
+            _ = event.json
+        best = min(best, (time.process_time() - started) / len(log.events) * 1e6)
     return best
 
 
