@@ -6,6 +6,7 @@
 // settings, transfer.js export and import.
 
 import * as api from "./api.js";
+import { foldEvent } from "./fold.js";
 import * as images from "./images.js";
 import { createModelPicker } from "./models.js";
 import { createAutoscroll } from "./scroll.js";
@@ -327,27 +328,21 @@ function receive(conversation, answer, event, id) {
     if (id <= generation.lastEventId) return; // already have it: never repeat
     generation.lastEventId = id;
   }
-  if (event.type === "delta" || event.type === "reasoning" || event.type === "tool_call" || event.type === "refusal") {
+  const kind = foldEvent(answer, event);
+  if (kind === "piece") {
     if (!answer.stats.firstAt) answer.stats.firstAt = Date.now();
     answer.deltas = (answer.deltas || 0) + 1;
     if (event.type === "reasoning") {
       if (!answer.thinking) answer.thinking = { startedAt: Date.now(), endedAt: null };
-      answer.reasoning = (answer.reasoning || "") + (event.content || "");
     } else {
       endThinking(answer);
-      if (event.type === "delta") answer.content += event.content || "";
-      else if (event.type === "refusal") answer.refusal = (answer.refusal || "") + (event.content || "");
-      else addToolCallPiece(answer, event);
     }
     saveSoon(conversation);
     redraw(conversation, answer);
-  } else if (event.type === "done") {
+  } else if (kind === "done") {
     endThinking(answer);
-    answer.finishReason = event.finish_reason;
-    answer.usage = event.usage || null;
     end(conversation, answer, event.finish_reason === "cancelled" ? "stopped" : "done");
-  } else if (event.type === "error") {
-    answer.error = event.error || { code: "upstream_error", message: "" };
+  } else if (kind === "error") {
     end(conversation, answer, "error");
   }
 }
@@ -355,21 +350,6 @@ function receive(conversation, answer, event, id) {
 /** The thoughts are over once anything else arrives (or the answer ends). */
 function endThinking(answer) {
   if (answer.thinking && !answer.thinking.endedAt) answer.thinking.endedAt = Date.now();
-}
-
-/** A piece of a tool call: the first of an `index` has its id and name, later ones more arguments. */
-function addToolCallPiece(answer, event) {
-  if (!Array.isArray(answer.toolCalls)) answer.toolCalls = [];
-  const index = Number.isInteger(event.index) ? event.index : answer.toolCalls.length;
-  let call = answer.toolCalls.find((c) => c.index === index);
-  if (!call) {
-    call = { index, id: null, name: "", arguments: "" };
-    answer.toolCalls.push(call);
-  }
-  if (event.id) call.id = event.id;
-  if (event.name) call.name = event.name;
-  if (typeof event.arguments === "string") call.arguments += event.arguments;
-  else if (event.arguments && typeof event.arguments === "object") call.arguments = JSON.stringify(event.arguments);
 }
 
 /** The stream ended without `done`/`error` (204, 404, 401…): find out why. */
