@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sluice.broker.log import Log
 from sluice.chat import ChatRequest, Message
 from sluice.provider import Abort, Finish
-from sluice.broker.log import Log
 from sluice.runner import Limits, run
 from sluice.ticker import Ticker
 

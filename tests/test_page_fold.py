@@ -57,7 +57,7 @@ def server_fold(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("events", [EVENTS, FAILED], ids=["tool-calls", "error"])
-def test_the_page_folds_events_as_the_server_does(browser, page_server, events):  # noqa: F811
+def test_the_page_folds_events_as_the_server_does(browser, page_server, events):
     tab = Tab(browser, page_server.url)
     try:
         tab.open()
