@@ -6,6 +6,7 @@
     ├── InvalidRequest               400 invalid_request
     │   └── ContextLengthExceeded    400 context_length_exceeded
     ├── Unauthorized                 401 unauthorized
+    ├── Forbidden                    403 forbidden             (a WebSocket from an origin not allowed)
     ├── ModelNotFound                404 model_not_found
     ├── GenerationNotFound           404 generation_not_found
     ├── RequestTimeout               408 request_timeout       (the body came too slowly)
@@ -32,8 +33,9 @@ always ours: never ``str()`` of a foreign exception, which may hold keys or
 URLs.
 
 A request the client framed wrong (a bad chunk size, a chunked body cut
-short, a WebSocket handshake without a usable version) is the client's fault,
-not a bug: ``400`` (``426`` for the WebSocket version), with no trace logged.
+short, a WebSocket handshake without a usable key or version) is the client's
+fault, not a bug: ``400`` (``426`` for the WebSocket version, ``403`` for an
+origin not allowed), with no trace logged.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ __all__ = [
     "SHAPES",
     "BrokerUnavailable",
     "ContextLengthExceeded",
+    "Forbidden",
     "GenerationLost",
     "GenerationNotFound",
     "InvalidRequest",
@@ -146,8 +149,16 @@ class UnsupportedMediaType(SluiceError):
     status, code, message = 415, "unsupported_media_type", "The request body must be JSON."
 
 
+class Forbidden(SluiceError):
+    status, code, message = 403, "forbidden", "Not allowed."
+
+
 class UpgradeRequired(SluiceError):
     status, code, message = 426, "upgrade_required", "Only WebSocket version 13 is supported."
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Sec-WebSocket-Version": "13"}
 
 
 class RateLimited(_RetryAfter, SluiceError):
@@ -235,6 +246,7 @@ def upstream_reason(text: Any) -> str:
 _OPENAI_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
+    403: "invalid_request_error",
     404: "invalid_request_error",
     408: "invalid_request_error",
     413: "invalid_request_error",
@@ -316,17 +328,7 @@ def _handle_http_exception(exc: HTTPException) -> Response:
 
 
 def _handle_client_fault(exc: Exception) -> Response:
-    # wsproto suggests the answer to a bad handshake: 400, or 426 for a version it
-    # does not speak, with the version it does (Sec-WebSocket-Version: 13).
-    hint = getattr(exc, "event_hint", None)
-    if getattr(hint, "status_code", 400) == 426:
-        error: SluiceError = UpgradeRequired()
-    else:
-        error = InvalidRequest("The request is malformed (its body framing or WebSocket handshake).")
-    response = error_response(error)
-    for name, value in getattr(hint, "headers", None) or ():
-        response.headers[name.decode("latin-1")] = value.decode("latin-1")
-    return response
+    return error_response(InvalidRequest("The request is malformed (its body framing)."))
 
 
 def _client_faults() -> list[type[Exception]]:
@@ -337,12 +339,6 @@ def _client_faults() -> list[type[Exception]]:
 
         faults += [ParseException, NoMoreData]
     except ImportError:  # pragma: no cover - gunicorn is a dependency
-        pass
-    try:  # the WebSocket handshake (flask-sock → simple-websocket → wsproto)
-        from wsproto.utilities import RemoteProtocolError
-
-        faults.append(RemoteProtocolError)
-    except ImportError:  # pragma: no cover - flask-sock's dependency
         pass
     return faults
 

@@ -59,10 +59,11 @@ class Signal:
     """Wakes one waiter: a listener waiting for events, or a producer waiting for room.
 
     Under gevent the waiter parks its own greenlet and ``set`` wakes it with
-    one hub callback, as gevent's ``Event`` does but without its link list and
-    timeout machinery: every event of every stream passes here. The wake-up
-    checks at run time that the greenlet still waits, so it can never resume
-    it somewhere else. Under threads, a ``threading.Event``.
+    one hub callback, as gevent's ``Event`` does but without its link list:
+    every event of every stream passes here. The wake-up checks at run time
+    that the greenlet still waits, so it can never resume it somewhere else.
+    A wait with a timeout arms one timer for that wait only. Under threads, a
+    ``threading.Event``.
     """
 
     __slots__ = ("_event", "_flag", "_hub", "_loop", "_scheduled", "_waiter")
@@ -82,7 +83,7 @@ class Signal:
             self._event = threading.Event()
 
     def set(self) -> None:
-        """Wake the waiter (or the next one to wait); never blocks."""
+        """Wake the waiter (or the next one to wait); never blocks, callable from the hub."""
         self._flag = True
         if self._event is not None:
             self._event.set()
@@ -97,21 +98,42 @@ class Signal:
         if waiter is not None and self._flag:
             waiter.switch()
 
-    def wait(self) -> None:
-        """Return once ``set`` was called since the last ``wait`` returned."""
+    def _time_out(self, waiter: Any) -> None:
+        # In the hub: the timer of one wait, for the greenlet that armed it.
+        if self._waiter is waiter:
+            waiter.switch()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Return True once ``set`` was called since the last wait returned True; False after ``timeout``."""
         if self._event is None:
-            while not self._flag:
-                self._waiter = getcurrent()
+            if not self._flag:
+                timer = None
+                me = getcurrent()
+                if timeout is not None:
+                    timer = self._loop.timer(max(0.0, timeout))
+                    timer.start(self._time_out, me)
                 try:
-                    self._hub.switch()  # parked until _wake switches back
+                    self._waiter = me
+                    while not self._flag:
+                        self._hub.switch()  # parked until _wake (or the timer) switches back
+                        if timer is not None and not timer.active:
+                            break  # timed out
                 finally:
                     self._waiter = None
-        else:
+                    if timer is not None:
+                        timer.stop()
+                        timer.close()
+        elif timeout is None:
             while not self._flag:
                 self._event.wait()
                 # Cleared before the next look at the flag: a set in between sets it again.
                 self._event.clear()
+        elif not self._flag:
+            self._event.wait(timeout)
+            self._event.clear()
+        woken = self._flag
         self._flag = False
+        return woken
 
 
 class Interrupted(BaseException):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from ..events import Event
+from ..hotpath import Signal
 from .log import Log
 
 __all__ = ["Broker", "one_by_one"]
@@ -74,8 +75,14 @@ class Broker(Protocol):
         """Append ``event`` to the log of a generation created here (``create(...).publish``)."""
         ...
 
-    def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[list[Event] | None]:
+    def listen(
+        self, generation_id: str, after: int, idle_s: float, wake: Signal | None = None
+    ) -> Iterator[list[Event] | None]:
         """Yield batches of the events numbered above ``after`` until the end, ``None`` after each idle gap.
+
+        Each listener gets exactly one final event, and events only once the
+        broker holds them. With ``wake``, an empty batch is yielded whenever
+        the caller set it and nothing else came (see ``Log.follow``).
 
         :raise sluice.errors.GenerationNotFound: unknown or expired.
         """

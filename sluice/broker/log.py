@@ -54,9 +54,9 @@ class Redirected(Exception):
 class _Listener:
     __slots__ = ("idle", "position", "signal")
 
-    def __init__(self, position: int) -> None:
+    def __init__(self, position: int, signal: Signal | None = None) -> None:
         self.position = position  # index of the next event to hand over
-        self.signal = Signal()
+        self.signal = signal or Signal()
         self.idle = False
 
 
@@ -163,21 +163,29 @@ class Log:
     # -- listeners -------------------------------------------------------------------------
 
     def follow(
-        self, after: int, idle_s: float, first_idle_s: float | None = None, hold: bool = False
+        self,
+        after: int,
+        idle_s: float,
+        first_idle_s: float | None = None,
+        hold: bool = False,
+        wake: Signal | None = None,
     ) -> Iterator[list[Event] | None]:
         """Yield batches of the durable events numbered above ``after``, then live ones until the end.
 
         ``None`` is yielded after each idle gap (``first_idle_s`` for the first,
         then ``idle_s``). A ``hold``ing listener keeps the producer within
-        ``HOLD_LIMIT`` events of it.
+        ``HOLD_LIMIT`` events of it. With ``wake`` (the caller's own signal,
+        which it may set to get control back, as the WebSocket session does on
+        a client message), an empty batch is yielded when it was set and
+        nothing else came.
 
         :raise Redirected: the listener must go on from the store.
         """
-        listener = _Listener(max(after + 1, 0))
-        return self._follow(listener, idle_s, first_idle_s, hold)
+        listener = _Listener(max(after + 1, 0), wake)
+        return self._follow(listener, idle_s, first_idle_s, hold, wake is not None)
 
     def _follow(
-        self, listener: _Listener, idle_s: float, first_idle_s: float | None, hold: bool
+        self, listener: _Listener, idle_s: float, first_idle_s: float | None, hold: bool, woken_by_caller: bool
     ) -> Iterator[list[Event] | None]:
         signal = listener.signal
 
@@ -215,12 +223,15 @@ class Log:
                 if self.ended:
                     return  # past the end
                 signal.wait()
+                nothing = listener.position >= self.durable and self.failure is None and not self.redirected
                 if listener.idle:
                     listener.idle = False
                     beat.at = time.monotonic() + idle_s
                     self._ticker.add(beat)
-                    if listener.position >= self.durable and self.failure is None and not self.redirected:
+                    if nothing:
                         yield None
+                elif nothing and woken_by_caller:
+                    yield []
         finally:
             self._listeners.remove(listener)
             if hold:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import GenerationNotFound, Overloaded
 from ..events import Event, Kind
+from ..hotpath import Signal
 from ..ticker import Ticker
 from .log import Log
 
@@ -120,9 +121,11 @@ class MemoryBroker:
         if record is not None:
             record.log.publish(event)
 
-    def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[list[Event] | None]:
+    def listen(
+        self, generation_id: str, after: int, idle_s: float, wake: Signal | None = None
+    ) -> Iterator[list[Event] | None]:
         """Replay from ``after + 1`` in batches, then follow live until the end."""
-        return self._get(generation_id).log.follow(after, idle_s)
+        return self._get(generation_id).log.follow(after, idle_s, wake=wake)
 
     def key_of(self, generation_id: str) -> str | None:
         """The id of the API key that started it (None with keys off)."""

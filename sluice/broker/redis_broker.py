@@ -58,6 +58,7 @@ import redis
 
 from ..errors import BrokerUnavailable, GenerationLost, GenerationNotFound, Overloaded, SluiceError
 from ..events import TERMINAL, Event, Kind
+from ..hotpath import Signal
 from ..ticker import Ticker
 from .log import Log, Redirected
 from .redis_io import Reader, Writer
@@ -383,7 +384,9 @@ class RedisBroker:
         """The id of the API key that started it (None with keys off)."""
         return self._state(generation_id).get(b"key", b"").decode() or None
 
-    def listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[list[Event] | None]:
+    def listen(
+        self, generation_id: str, after: int, idle_s: float, wake: Signal | None = None
+    ) -> Iterator[list[Event] | None]:
         """Replay after ``after`` in batches, then follow live; see the module docstring.
 
         A generation this worker runs is read from its log (what Redis holds of
@@ -391,24 +394,28 @@ class RedisBroker:
         """
         local = self._local.get(generation_id)
         if local is not None:
-            return self._listen_local(generation_id, local, after, idle_s)
+            return self._listen_local(generation_id, local, after, idle_s, wake)
         self._check_exists(generation_id)
-        return self._listen(generation_id, max(after, -1), idle_s)
+        return self._listen(generation_id, max(after, -1), idle_s, wake)
 
     @_guarded
     def _check_exists(self, generation_id: str) -> None:
         self._state(generation_id)
 
-    def _listen_local(self, generation_id: str, local: Log, after: int, idle_s: float) -> Iterator[list[Event] | None]:
+    def _listen_local(
+        self, generation_id: str, local: Log, after: int, idle_s: float, wake: Signal | None
+    ) -> Iterator[list[Event] | None]:
         try:
-            yield from local.follow(after, idle_s)
+            yield from local.follow(after, idle_s, wake=wake)
         except Redirected as moved:
             # Another worker ended it: its account of the end is in Redis.
-            yield from self._listen(generation_id, moved.position, idle_s)
+            yield from self._listen(generation_id, moved.position, idle_s, wake)
 
-    def _listen(self, generation_id: str, after: int, idle_s: float) -> Iterator[list[Event] | None]:
+    def _listen(
+        self, generation_id: str, after: int, idle_s: float, wake: Signal | None = None
+    ) -> Iterator[list[Event] | None]:
         # Registered with the reader before reading: an event is either read here or handed over.
-        sub = self.reader.follow(generation_id)
+        sub = self.reader.follow(generation_id, wake)
         position = after
         counted = False
         try:
@@ -451,10 +458,9 @@ class RedisBroker:
                 if sub.broken:
                     yield [_lost_event("The event store is unreachable; resume with Last-Event-ID shortly.")]
                     return
-                sub.wake.clear()
-                if sub.pending or sub.broken:
-                    continue
                 if sub.wake.wait(wait_s):
+                    if wake is not None and not sub.pending and not sub.broken:
+                        yield []  # the caller's own signal: its turn
                     continue
                 try:
                     self.outage.check()

@@ -52,6 +52,7 @@ import redis
 from .. import tasks
 from ..errors import BrokerUnavailable, Overloaded
 from ..events import TERMINAL, Event, Kind
+from ..hotpath import Signal
 
 __all__ = ["FLUSH", "NOTIFY_CHANNEL", "Reader", "Subscription", "Writer"]
 
@@ -345,9 +346,9 @@ class Subscription:
 
     __slots__ = ("broken", "pending", "wake")
 
-    def __init__(self) -> None:
+    def __init__(self, wake: Signal | None = None) -> None:
         self.pending: list[Event] = []
-        self.wake = threading.Event()
+        self.wake = wake or Signal()
         self.broken = False  # the reader lost Redis: end with generation_lost
 
 
@@ -383,9 +384,9 @@ class Reader:
         self._task: tasks.Task | None = None
         self.lock = threading.Lock()  # around the subscriptions' mailboxes (threads; free under gevent)
 
-    def follow(self, generation_id: str) -> Subscription:
-        """Start handing ``generation_id``'s new events to a new subscription."""
-        sub = Subscription()
+    def follow(self, generation_id: str, wake: Signal | None = None) -> Subscription:
+        """Start handing ``generation_id``'s new events to a new subscription (woken through ``wake``)."""
+        sub = Subscription(wake)
         with self.lock:
             follow = self.follows.get(generation_id)
             if follow is None:

@@ -12,6 +12,5 @@ def register(app: Flask) -> None:
     from .. import openapi
     from . import chat, generations, health, openai_compat, pages, ws
 
-    ws.init_app(app)
     for module in (pages, chat, generations, openai_compat, health, ws, openapi):
         app.register_blueprint(module.bp)

@@ -1,71 +1,107 @@
-"""``GET /ws``: the same generations and JSON events over a WebSocket (flask-sock).
+"""``GET /ws``: the same generations and JSON events over a WebSocket.
 
 Client messages (JSON text frames):
 
-- ``{"type": "chat", …chat body}`` starts a detached generation and streams its
-  events, each frame the same JSON object as the SSE ``data``;
+- ``{"type": "chat", …chat body}`` starts a background generation and streams
+  its events, each frame the same JSON object as the SSE ``data``;
 - ``{"type": "cancel"}`` cancels it (the upstream is closed; the last frame is
   ``done`` with ``finish_reason: "cancelled"``);
 - ``{"type": "resume", "id": "gen_…", "after": N}`` re-attaches after a
   reconnect and streams what came after event ``N``.
 
 Events are numbered 0, 1, 2 … in each generation, so a client knows ``after``
-by counting the frames of that generation (the ``start`` frame is 0). An invalid
-message gets an ``error`` frame and the socket stays usable; one generation
-streams per socket at a time. Closing the socket detaches: the generation runs
-on within ``SLUICE_DETACH_GRACE_S`` so a reconnect can resume it. The server
-pings every ``SLUICE_WS_PING_S`` so proxies keep the connection.
+by counting the frames of that generation (the ``start`` frame is 0). An
+invalid message gets an ``error`` frame and the socket stays usable; one
+generation streams per socket at a time. Closing the socket detaches: the
+generation runs on within ``SLUICE_DETACH_GRACE_S`` so a reconnect can resume
+it. The server pings every ``SLUICE_WS_PING_S`` so proxies keep the
+connection, and closes one whose client answered no ping.
+
+One greenlet per socket, the request's own (the generation's producer is
+the other): the session is a listener of the generation plus the WebSocket
+renderer, and the socket's reader (``sluice.websocket``) wakes the same
+signal the listener waits on, so the session hears the client while it
+relays events.
 """
 
 from __future__ import annotations
 
 import json
-import threading
+import logging
+import time
+from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, current_app, g
-from flask_sock import Sock
+from flask import Blueprint, Response, current_app, g, request
 
-from ..broker import one_by_one
 from ..chat import parse_chat
 from ..errors import GenerationNotFound, InvalidRequest, SluiceError
-from ..events import TERMINAL, dumps, error
+from ..events import TERMINAL, Event, dumps, error
 from ..generations import Generations, Policy
 from ..render.events import ws_frame
-from ..tasks import Task, spawn
+from ..websocket import WebSocket, accept
 
 bp = Blueprint("ws", __name__)
-sock = Sock()
+
+log = logging.getLogger(__name__)
 
 
 class _Session:
-    """One WebSocket: at most one generation relayed at a time, one writer lock."""
+    """One WebSocket: at most one generation relayed at a time, from one greenlet."""
 
-    def __init__(
-        self,
-        ws: Any,
-        generations: Generations,
-        default_model: str,
-        heartbeat_s: float,
-        key: str | None,
-        keys_on: bool,
-        grace_s: float,
-    ) -> None:
-        self.grace_s = grace_s
+    def __init__(self, ws: WebSocket, generations: Generations, config: dict[str, Any], key: str | None) -> None:
         self.ws = ws
         self.key = key
-        self.keys_on = keys_on
+        self.keys_on = bool(current_app.extensions["sluice.keys"])
         self.generations = generations
-        self.default_model = default_model
-        self.heartbeat_s = heartbeat_s
+        self.default_model: str = config["SLUICE_DEFAULT_MODEL"]
+        self.grace_s: float = config["SLUICE_DETACH_GRACE_S"]
+        self.ping_s: float = config["SLUICE_WS_PING_S"]
         self.generation_id: str | None = None
-        self._send_lock = threading.Lock()
-        self._relay: Task | None = None
-        self._active = threading.Event()  # set while a relay streams
+        self.listener: Iterator[list[Event] | None] | None = None
 
-    def send(self, text: str) -> None:
-        with self._send_lock:
-            self.ws.send(text)
+    def run(self) -> None:
+        """Serve the socket until the client closes it (or stops answering pings)."""
+        ws = self.ws
+        next_ping = time.monotonic() + self.ping_s if self.ping_s > 0 else float("inf")
+        try:
+            while not ws.closed:
+                for message in ws.take():
+                    self.handle(message)
+                if ws.closed:
+                    break
+                now = time.monotonic()
+                if now >= next_ping:
+                    if not ws.ping():
+                        break
+                    next_ping = now + self.ping_s
+                if self.listener is None:
+                    ws.signal.wait(max(0.0, next_ping - time.monotonic()) if next_ping != float("inf") else None)
+                    continue
+                self._relay()
+        except OSError:
+            pass  # the client is gone, or stopped reading for SLUICE_SEND_TIMEOUT_S
+        finally:
+            self.detach()
+            if not ws.closed:
+                ws.close()
+
+    def _relay(self) -> None:
+        """One turn of the listener: the events that came (``[]`` when the client spoke instead)."""
+        assert self.listener is not None
+        try:
+            batch = next(self.listener)
+        except StopIteration:
+            self.detach()
+            return
+        for event in batch or ():
+            self.ws.send(ws_frame(event))
+            if event.kind in TERMINAL:
+                self.detach()
+                return
+
+    def error_frame(self, exc: SluiceError) -> None:
+        self.ws.send(dumps(error(exc)))
 
     def handle(self, raw: str | bytes) -> None:
         """Act on one client message; a bad one is answered with an ``error`` frame."""
@@ -74,7 +110,10 @@ class _Session:
             if not isinstance(message, dict):
                 raise ValueError
         except (ValueError, UnicodeDecodeError):
-            self.send(dumps(error(InvalidRequest("Each message must be a JSON object."))))
+            self.error_frame(InvalidRequest("Each message must be a JSON object."))
+            return
+        except RecursionError:
+            self.error_frame(InvalidRequest("The message nests too deeply."))
             return
         kind = message.get("type")
         try:
@@ -87,10 +126,10 @@ class _Session:
             else:
                 raise InvalidRequest("'type' must be chat, resume or cancel.")
         except SluiceError as exc:
-            self.send(dumps(error(exc)))
+            self.error_frame(exc)
 
     def _busy(self) -> None:
-        if self._active.is_set():
+        if self.listener is not None:
             raise InvalidRequest("A generation is streaming on this socket; cancel it or wait for its end.")
 
     def _chat(self, message: dict[str, Any]) -> None:
@@ -114,69 +153,45 @@ class _Session:
         self._follow(generation_id, after)
 
     def _cancel(self) -> None:
-        if self.generation_id is None or not self._active.is_set():
+        if self.generation_id is None or self.listener is None:
             raise InvalidRequest("Nothing to cancel.")
         if not self.generations.cancel(self.generation_id):
             self.generations.broker.request_cancel(self.generation_id)
 
     def _follow(self, generation_id: str, after: int) -> None:
         broker = self.generations.broker
-        listener = one_by_one(broker.listen(generation_id, after, self.heartbeat_s))
-        self.detach()
+        self.listener = broker.listen(generation_id, after, self.ping_s or 15.0, wake=self.ws.signal)
         broker.attach(generation_id)
         self.generation_id = generation_id
-        self._active.set()
-        self._relay = spawn(self._pump, listener)
-
-    def _pump(self, listener: Any) -> None:
-        try:
-            for event in listener:
-                if not self._active.is_set():
-                    return
-                if event is not None:
-                    self.send(ws_frame(event))
-                    if event.kind in TERMINAL:
-                        return
-        except Exception:  # the socket closed under us: the main loop detaches
-            return
-        finally:
-            self._active.clear()
 
     def detach(self) -> None:
         """Stop relaying and count this socket out of the generation's listeners."""
-        self._active.clear()
-        if self._relay is not None:
-            self._relay.kill()
-            self._relay = None
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.close()  # type: ignore[attr-defined]  # a generator
         if self.generation_id is not None:
             self.generations.broker.detach(self.generation_id)
             self.generation_id = None
 
 
-@sock.route("/ws", bp=bp)  # type: ignore[untyped-decorator]  # flask-sock ships no types
-def websocket(ws: Any) -> None:
+class _Ended(Response):
+    """What the view returns once the socket is done: nothing more for the server to write."""
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        if "gunicorn.socket" in environ:
+            raise StopIteration()  # gunicorn closes the connection, writing nothing
+        return super().__call__(environ, start_response)
+
+
+@bp.route("/ws", websocket=True)
+def websocket() -> Response:
     """Serve one WebSocket until the client closes it."""
     config = current_app.config
-    session = _Session(
-        ws,
-        current_app.extensions["sluice"],
-        config["SLUICE_DEFAULT_MODEL"],
-        config["SLUICE_HEARTBEAT_S"],
-        g.get("key_id"),
-        bool(current_app.extensions["sluice.keys"]),
-        config["SLUICE_DETACH_GRACE_S"],
+    ws = accept(
+        request.environ,
+        config["SLUICE_CORS_ORIGINS"],
+        config["SLUICE_MAX_BODY_BYTES"],
+        config["SLUICE_SEND_TIMEOUT_S"],
     )
-    try:
-        while True:
-            session.handle(ws.receive())
-    finally:
-        session.detach()
-
-
-def init_app(app: Any) -> None:
-    """Pings keep the socket open through proxies; messages are as large as a chat body."""
-    app.config.setdefault(
-        "SOCK_SERVER_OPTIONS",
-        {"ping_interval": app.config["SLUICE_WS_PING_S"], "max_message_size": app.config["SLUICE_MAX_BODY_BYTES"]},
-    )
-    sock.init_app(app)
+    _Session(ws, current_app.extensions["sluice"], config, g.get("key_id")).run()
+    return _Ended()
