@@ -20,7 +20,8 @@ Both, as a real model would:
   ``completion_tokens`` the number of pieces sent (reasoning included);
 - ``max_tokens`` (or ``max_completion_tokens``) caps the pieces sent, reasoning
   included, and ends with finish reason ``length``;
-- ``stop`` ends the answer before the first stop string, finish reason ``stop``;
+- ``stop`` ends the answer before the first stop string, finish reason ``stop``
+  (the ``Finish`` names the stop string);
 - a conversation that ends with an assistant turn asks to *continue* it: when
   that turn's text begins the answer, the rest of the answer is streamed (no
   reasoning), so a cut-off answer can be continued into one whole;
@@ -89,20 +90,21 @@ def pieces(message: str) -> list[str]:
     return list(iter_pieces(message))
 
 
-def _stopped(pieces: Iterable[str], stops: list[str]) -> list[str]:
-    """``pieces`` cut before the first of ``stops`` (which may span pieces)."""
+def _stopped(pieces: Iterable[str], stops: list[str]) -> tuple[list[str], str | None]:
+    """``pieces`` cut before the first of ``stops`` (which may span pieces), and the stop found (None)."""
     pieces = list(pieces)
     text = "".join(pieces)
-    found = [at for at in (text.find(stop) for stop in stops if stop) if at >= 0]
+    found = sorted((at, i, stop) for i, stop in enumerate(stops) if stop and (at := text.find(stop)) >= 0)
     if not found:
-        return pieces
-    room, kept = min(found), []
+        return pieces, None
+    room, _, stop = found[0]
+    kept = []
     for piece in pieces:
         if room <= 0:
             break
         kept.append(piece[:room])
         room -= len(piece)
-    return kept
+    return kept, stop
 
 
 class DemoProvider:
@@ -152,8 +154,9 @@ class DemoProvider:
             full, begun = answer(message), last.text
             replies = _split(full[len(begun) :]) if full.startswith(begun) else ()
         stop = request.options.get("stop")
+        stopped_by = None
         if stop:
-            replies = _stopped(replies, [stop] if isinstance(stop, str) else stop)
+            replies, stopped_by = _stopped(replies, [stop] if isinstance(stop, str) else stop)
         limit = request.max_tokens
         sent = 0
         for kind, text in _tagged(thoughts, replies):
@@ -163,7 +166,7 @@ class DemoProvider:
                 break
             yield Reasoning(text) if kind else text
             sent += 1
-        return Finish("stop", {"prompt_tokens": prompt_tokens, "completion_tokens": sent})
+        return Finish("stop", {"prompt_tokens": prompt_tokens, "completion_tokens": sent}, stop_sequence=stopped_by)
 
 
 def _tagged(thoughts: Iterable[str], replies: Iterable[str]) -> Iterator[tuple[bool, str]]:

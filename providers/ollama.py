@@ -42,11 +42,14 @@ from sluice.errors import (
     RateLimited,
     SluiceError,
     UpstreamError,
+    UpstreamTimeout,
     UpstreamUnavailable,
     upstream_reason,
 )
 from sluice.provider import (
     Abort,
+    Embeddings,
+    EmbedRequest,
     Finish,
     Piece,
     Reasoning,
@@ -168,6 +171,38 @@ class OllamaProvider:
             except requests.RequestException as exc:
                 raise UpstreamError("The model provider's stream broke off.") from exc
         raise UpstreamError("The model provider's stream ended before it was done.")
+
+    def embed(self, request: EmbedRequest, model: str, timeout_s: float) -> Embeddings:
+        """Ollama's ``POST /api/embed``: the texts' vectors, ``prompt_eval_count`` as the usage."""
+        texts = request.texts
+        if texts is None:
+            raise InvalidRequest(f"input: ollama/{model} embeds text, not token ids.")
+        body: dict[str, Any] = {"model": model, "input": request.input if isinstance(request.input, str) else texts}
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        merge_extra(body, request.extra)
+        try:
+            response = self.session.post(
+                f"{self.base_url}/api/embed", json=body, timeout=(self.connect_timeout_s, timeout_s)
+            )
+        except requests.Timeout as exc:
+            raise (UpstreamUnavailable() if isinstance(exc, requests.ConnectTimeout) else UpstreamTimeout()) from exc
+        except requests.RequestException as exc:
+            raise UpstreamUnavailable() from exc
+        with response:
+            _raise_for_status(response, model)
+            try:
+                data = response.json()
+            except ValueError:
+                raise UpstreamError("The Ollama server sent embeddings that are not JSON.") from None
+        vectors = data.get("embeddings") if isinstance(data, dict) else None
+        if not isinstance(vectors, list) or not all(
+            isinstance(vector, list) and all(isinstance(x, int | float) for x in vector) for vector in vectors
+        ):
+            raise UpstreamError("The Ollama server sent no embeddings.")
+        count = data.get("prompt_eval_count")
+        usage = {"prompt_tokens": count, "total_tokens": count} if isinstance(count, int) else {}
+        return Embeddings([[float(x) for x in vector] for vector in vectors], usage)
 
     def models(self) -> list[str]:
         """Model names from ``GET /api/tags``."""

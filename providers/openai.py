@@ -13,6 +13,9 @@ here). The answer comes back as typed pieces: ``content`` (with its
 ``tool_calls`` fragments as they arrive; the upstream's own ``finish_reason``
 and the usage it reported, details included.
 
+Embeddings (``embed``) go to the server's ``/v1/embeddings`` through the
+SDK, the client's extras in ``extra_body``.
+
 The SDK's exceptions are mapped to the contract's codes here (SPEC.md
 "Upstream refusals keep their meaning"), with the upstream's own reason
 cleaned of URLs and secrets: an SDK message can quote the key or the URL.
@@ -41,6 +44,8 @@ from sluice.errors import (
 )
 from sluice.provider import (
     Abort,
+    Embeddings,
+    EmbedRequest,
     Finish,
     Piece,
     Reasoning,
@@ -143,8 +148,8 @@ def openai_body(request: ChatRequest, model: str) -> dict[str, Any]:
     return merge_extra(body, request.extra)
 
 
-def _pieces(chunk: Any) -> Generator[Piece, None, str | None]:
-    """The pieces of one streamed chunk (its first choice); return its finish reason."""
+def _pieces(chunk: Any) -> Generator[Piece, None, tuple[str, str | None] | None]:
+    """The pieces of one streamed chunk (its first choice); return its finish reason and stop string."""
     reason = None
     for choice in chunk.choices:
         if choice.index != 0:  # n is 1; a server that sends more is ignored past the first
@@ -172,7 +177,9 @@ def _pieces(chunk: Any) -> Generator[Piece, None, str | None]:
                     (function.name if function is not None else None) or None,
                 )
         if choice.finish_reason:
-            reason = _FINISH.get(choice.finish_reason, choice.finish_reason)
+            # vLLM names the stop string that ended the answer in ``stop_reason`` (a token id is an int).
+            stop = (choice.model_extra or {}).get("stop_reason")
+            reason = (_FINISH.get(choice.finish_reason, choice.finish_reason), stop if isinstance(stop, str) else None)
     return reason
 
 
@@ -218,7 +225,7 @@ class OpenAIProvider:
             stream = self.client.chat.completions.create(model=body["model"], extra_body=extra_body or None, **named)
         except openai.OpenAIError as exc:
             raise map_openai_error(exc) from exc
-        reason, usage = "stop", None
+        reason, stop, usage = "stop", None, None
         with stream:
             abort.on_abort(stream.close)
             try:
@@ -227,7 +234,7 @@ class OpenAIProvider:
                         usage = chunk.usage
                     said = yield from _pieces(chunk)
                     if said:
-                        reason = said
+                        reason, stop = said
             except openai.APIConnectionError as exc:  # mid-stream: broken off, not unreachable
                 raise UpstreamError("The model provider's stream broke off.") from exc
             except openai.APIError as exc:
@@ -239,7 +246,30 @@ class OpenAIProvider:
                 raise map_openai_error(exc) from exc
             except Exception as exc:  # httpx transport errors surface unwrapped mid-stream
                 raise UpstreamError("The model provider's stream broke off.") from exc
-        return Finish(reason, usage.model_dump(exclude_none=True, exclude_unset=True) if usage is not None else {})
+        counts = usage.model_dump(exclude_none=True, exclude_unset=True) if usage is not None else {}
+        return Finish(reason, counts, stop_sequence=stop if reason == "stop" else None)
+
+    def embed(self, request: EmbedRequest, model: str, timeout_s: float) -> Embeddings:
+        """``POST /v1/embeddings`` through the SDK (which asks for base64 and decodes it)."""
+        self._check_configured()
+        given: Any = request.input
+        if not isinstance(given, str):  # the SDK's types want lists
+            given = [list(item) if isinstance(item, tuple) else item for item in given]
+        named: dict[str, Any] = {**request.info}
+        if request.dimensions is not None:
+            named["dimensions"] = request.dimensions
+        try:
+            result = self.client.with_options(timeout=timeout_s).embeddings.create(
+                model=model,
+                input=given,
+                extra_body=dict(request.extra) or None,
+                **named,
+            )
+        except openai.OpenAIError as exc:
+            raise map_openai_error(exc) from exc
+        vectors = [list(item.embedding) for item in sorted(result.data or (), key=lambda item: item.index)]
+        usage = getattr(result, "usage", None)
+        return Embeddings(vectors, usage.model_dump(exclude_none=True) if usage is not None else {})
 
     def models(self) -> list[str]:
         """Model ids from ``GET /v1/models``."""

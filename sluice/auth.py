@@ -1,5 +1,8 @@
 """API keys: ``Authorization: Bearer <key>`` on API routes when keys are configured.
 
+The Anthropic dialect (``/v1/messages``) also takes the key as ``x-api-key``,
+as Anthropic's clients send it.
+
 Keys come from ``SLUICE_API_KEYS`` (comma-separated) and/or ``SLUICE_API_KEYS_FILE``
 (one per line, ``#`` comments). Every configured key is compared in constant
 time, and the comparison never stops early, so timing tells nothing about which
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from flask import Flask, current_app, g, request
 
-from .errors import Unauthorized
+from .errors import Unauthorized, dialect_of
 
 __all__ = ["init_app", "key_id", "load_keys"]
 
@@ -47,7 +50,9 @@ def _presented() -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return None
+        # Anthropic's clients send their key as x-api-key, and only to its dialect's routes.
+        api_key = request.headers.get("x-api-key", "").strip()
+        return api_key if api_key and dialect_of(request.path) == "anthropic" else None
     return token.strip()
 
 

@@ -170,15 +170,17 @@ class ChatRequest:
         return names
 
 
-def read_json(request: Request, max_bytes: int) -> Any:
+def read_json(request: Request, max_bytes: int, any_type: bool = False) -> Any:
     """Read and decode a JSON request body within the contract's limits.
 
+    :param any_type: read the body as JSON whatever its declared type (Ollama's API does:
+        ``curl -d``, its usual client, declares a form).
     :raise UnsupportedMediaType: the body is declared as something other than JSON.
     :raise PayloadTooLarge: the body is longer than ``max_bytes``.
     :raise InvalidRequest: the body is not valid UTF-8 JSON or nests too deeply.
     """
     mimetype = request.mimetype
-    if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
+    if mimetype and mimetype != "application/json" and not mimetype.endswith("+json") and not any_type:
         raise UnsupportedMediaType()
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge()

@@ -24,7 +24,8 @@
 
 Before the first byte of a response an exception becomes an HTTP status with
 its dialect's error body (``SHAPES``: Sluice's ``{"error": {"code",
-"message"}}``, OpenAI's on ``/v1``, …; the request's path decides which);
+"message"}}``, OpenAI's on ``/v1``, Anthropic's on ``/v1/messages``, Ollama's
+``{"error": "…"}`` under ``/ollama/``; the request's path decides which);
 after it, the same exception ends the generation as an ``error`` event, which
 each dialect's renderer draws with the same ``SHAPES``. The two "mostly
 in-band" codes are HTTP 503s only when they end a response still held for its
@@ -267,15 +268,41 @@ def openai_error_body(exc: SluiceError) -> dict[str, Any]:
     return {"error": {"message": exc.message, "type": kind, "param": None, "code": exc.code}}
 
 
+# Anthropic's error "type" for each of our statuses, so its SDK raises the right class.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+def anthropic_error_body(exc: SluiceError) -> dict[str, Any]:
+    """Anthropic's error shape: ``{"type": "error", "error": {"type", "message"}}``."""
+    kind = _ANTHROPIC_TYPES.get(exc.status, "invalid_request_error" if exc.status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": exc.message}}
+
+
+def ollama_error_body(exc: SluiceError) -> dict[str, Any]:
+    """Ollama's error shape: ``{"error": "message"}``."""
+    return {"error": exc.message}
+
+
 #: Each dialect's error shape: the one place an exception becomes a dialect's error body
 #: (before the first byte, and in-band in the dialect's renderer after it).
 SHAPES: dict[str, Callable[[SluiceError], dict[str, Any]]] = {
     "sluice": sluice_error_body,
     "openai": openai_error_body,
+    "anthropic": anthropic_error_body,
+    "ollama": ollama_error_body,
 }
 
 # Which dialect a path speaks (its routes, and its unknown paths): the longest prefix wins.
-_PATH_DIALECTS: list[tuple[str, str]] = [("/v1/", "openai")]
+_PATH_DIALECTS: list[tuple[str, str]] = [("/v1/messages", "anthropic"), ("/ollama/", "ollama"), ("/v1/", "openai")]
 
 
 def dialect_of(path: str) -> str:

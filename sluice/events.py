@@ -160,6 +160,8 @@ def to_data(kind: Kind, piece: Any) -> dict[str, Any]:
         data = {"type": "done", "finish_reason": piece.reason, "usage": dict(piece.usage)}
         if piece.system_fingerprint is not None:
             data["system_fingerprint"] = piece.system_fingerprint
+        if piece.stop_sequence is not None:
+            data["stop_sequence"] = piece.stop_sequence
         return data
     body: dict[str, Any] = {"code": piece.code, "message": piece.message}
     if piece.upstream_retry_after is not None:
@@ -185,7 +187,9 @@ def from_data(data: dict[str, Any]) -> tuple[Kind, Any]:
     if kind is Kind.START:
         return kind, Start(data["id"], data["model"])
     if kind is Kind.DONE:
-        return kind, Finish(data["finish_reason"], data.get("usage") or {}, data.get("system_fingerprint"))
+        return kind, Finish(
+            data["finish_reason"], data.get("usage") or {}, data.get("system_fingerprint"), data.get("stop_sequence")
+        )
     body = data["error"]
     return kind, error_from_code(body["code"], body.get("message"), body.get("retry_after"))
 

@@ -72,6 +72,12 @@ class Metrics:
             "sluice_upstream_errors", "Generations that ended in an error, by code.", ["provider", "code"], registry=r
         )
         self.http_errors = Counter("sluice_http_errors", "Error responses, by code.", ["code"], registry=r)
+        self.embeddings = Counter(
+            "sluice_embeddings",
+            "Embedding requests, by provider and outcome (ok or an error code).",
+            ["provider", "outcome"],
+            registry=r,
+        )
         self.rate_limited = Counter("sluice_rate_limited", "Requests refused by a rate or stream limit.", registry=r)
         self.events = Counter("sluice_events_published", "Events of all generations (start, deltas, end).", registry=r)
         self.loop_lag = Histogram(

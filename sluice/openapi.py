@@ -118,6 +118,43 @@ def _errors(*statuses: int) -> dict[str, Any]:
     }
 
 
+_ANTHROPIC_ERROR = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+}
+_OLLAMA_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+
+
+def _dialect_errors(schema: str, *statuses: int) -> dict[str, Any]:
+    """Error responses in a dialect's own shape (``schema`` names it under components)."""
+    return {
+        str(status): {
+            "description": "Error",
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        }
+        for status in statuses
+    }
+
+
+def _ollama(summary: str, response: str, method: str = "post") -> dict[str, Any]:
+    """One route of Ollama's API under ``/ollama``."""
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "responses": {"200": {"description": response}, **_dialect_errors("OllamaError", 400, 401, 404, 429, 502, 503)},
+    }
+    if method == "post":
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
+    return {method: operation}
+
+
 _STREAM = {
     "description": "The generation's events (SSE by default; see Accept).",
     "content": {
@@ -133,8 +170,17 @@ DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "Sluice", "version": "1.0.0", "description": "Stream a language model's answer token by token."},
     "components": {
-        "schemas": {"Error": _ERROR, "Message": _MESSAGE, "Chat": _CHAT},
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": _ERROR,
+            "Message": _MESSAGE,
+            "Chat": _CHAT,
+            "AnthropicError": _ANTHROPIC_ERROR,
+            "OllamaError": _OLLAMA_ERROR,
+        },
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key", "description": "/v1/messages only"},
+        },
     },
     "security": [{"bearer": []}, {}],
     "paths": {
@@ -216,6 +262,30 @@ DOCUMENT: dict[str, Any] = {
         "/v1/models": {
             "get": {"summary": "OpenAI-compatible model list", "responses": {"200": {"description": "list"}}}
         },
+        "/v1/embeddings": {
+            "post": {
+                "summary": "OpenAI-compatible embeddings, passed through to the model's provider",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+                "responses": {"200": {"description": "list of embedding objects (float or base64)"}},
+            }
+        },
+        "/v1/messages": {
+            "post": {
+                "summary": "Anthropic's Messages API, streamed (named SSE events) or not",
+                "security": [{"apiKey": []}, {"bearer": []}, {}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+                "responses": {
+                    "200": {"description": "Message, or SSE message_start … message_stop"},
+                    **_dialect_errors("AnthropicError", 400, 401, 404, 413, 415, 429, 502, 503, 504),
+                },
+            }
+        },
+        "/ollama/api/chat": _ollama("Ollama's chat", "NDJSON lines, or one object with stream: false"),
+        "/ollama/api/generate": _ollama("Ollama's generate, answered as a chat", "NDJSON lines, or one object"),
+        "/ollama/api/tags": _ollama("Every provider's models as provider/model", "{models}", "get"),
+        "/ollama/api/show": _ollama("One model's details", "{details, capabilities, …}"),
+        "/ollama/api/version": _ollama("The version of Ollama's API Sluice speaks", "{version}", "get"),
+        "/ollama/api/embed": _ollama("Ollama's embeddings, from the model's provider", "{model, embeddings}"),
         "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
         "/readyz": {
             "get": {

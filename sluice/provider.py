@@ -14,6 +14,11 @@ event ids or numbering: those, timeouts and error events happen once, in
 ``sluice.runner``. Foreign exceptions (requests, the openai SDK) are translated
 into ``sluice.errors`` classes inside the provider, with ``raise ... from exc``.
 
+A provider that serves embeddings also has ``embed`` (the ``Embedder``
+protocol): one ``EmbedRequest`` in, its ``Embeddings`` (float vectors, and the
+usage the upstream reported) out, in one call; ``embedder_of`` says whether a
+provider has it.
+
 A running generator cannot be closed from another greenlet, so cancelling is
 done by closing the upstream connection: the provider registers a closer with
 ``abort.on_abort`` as soon as it holds a connection, and the reader then fails
@@ -27,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from .chat import ChatRequest
 from .errors import InvalidRequest, ModelNotFound
@@ -35,6 +40,9 @@ from .tasks import gevent_active
 
 __all__ = [
     "Abort",
+    "EmbedRequest",
+    "Embedder",
+    "Embeddings",
     "Finish",
     "ModelInfo",
     "Piece",
@@ -44,6 +52,7 @@ __all__ = [
     "Registry",
     "Text",
     "ToolCallPart",
+    "embedder_of",
     "merge_extra",
     "refuse_unsupported",
     "retry_after_seconds",
@@ -102,6 +111,8 @@ class Finish:
     usage: dict[str, Any] = field(default_factory=dict)
     #: The upstream's ``system_fingerprint`` (OpenAI-compatible servers), when it sent one.
     system_fingerprint: str | None = None
+    #: The stop string that ended the answer (reason ``stop``), where the upstream says which.
+    stop_sequence: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +245,54 @@ class Provider(Protocol):
         :raise sluice.errors.SluiceError: the provider cannot be reached.
         """
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedRequest:
+    """A validated embeddings request; ``input`` is as the client gave it: a text, texts, or token ids."""
+
+    model: str  # as the client named it
+    input: str | tuple[str, ...] | tuple[int, ...] | tuple[tuple[int, ...], ...]
+    dimensions: int | None = None
+    #: What goes into the upstream body as given (the client's other fields).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Fields that only inform (``user``).
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def texts(self) -> list[str] | None:
+        """The input as a list of texts; None when it is token ids."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if all(isinstance(item, str) for item in self.input):
+            return [item for item in self.input if isinstance(item, str)]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """One vector per input, in order, and the usage the upstream reported (``{}`` for none)."""
+
+    vectors: list[list[float]]
+    usage: dict[str, Any] = field(default_factory=dict)
+
+
+class Embedder(Protocol):
+    """What a provider that serves embeddings implements besides ``Provider``."""
+
+    def embed(self, request: EmbedRequest, model: str, timeout_s: float) -> Embeddings:
+        """The embeddings of ``request``'s input from ``model``, within ``timeout_s`` seconds.
+
+        :raise sluice.errors.InvalidRequest: a field this provider cannot honour.
+        :raise sluice.errors.SluiceError: the contract's error for any other failure.
+        """
+        ...
+
+
+def embedder_of(provider: Provider) -> Embedder | None:
+    """``provider`` as an ``Embedder``, or None when it serves no embeddings."""
+    # A structural check: a provider with an ``embed`` method is an ``Embedder``.
+    return cast(Embedder, provider) if callable(getattr(provider, "embed", None)) else None
 
 
 class Registry:

@@ -6,8 +6,10 @@ disconnect record; nothing is mocked.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +24,7 @@ import requests
 
 from tests.fakes import FakeOllama, FakeOpenAI, Script
 from tests.fakes.fixtures import fake_ollama, fake_openai  # noqa: F401
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import EMBED_DIMENSIONS, FakeUpstream, embedding_of
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -380,7 +382,48 @@ def test_ollama_request_record_keeps_every_field(fake_ollama: FakeOllama) -> Non
     assert raw.status_code == 200 and fake_ollama.last_body()["x"] == [1]
 
 
+def test_ollama_embed(fake_ollama: FakeOllama) -> None:
+    client = ollama_client(fake_ollama)
+    result = client.embed(model="nomic-embed-text", input=["héllo world", "two"])
+    assert [list(v) for v in result.embeddings] == [embedding_of("héllo world"), embedding_of("two")]
+    assert len(result.embeddings[0]) == EMBED_DIMENSIONS
+    assert result.prompt_eval_count == 3 and result.total_duration
+    assert client.embed(model="llama3", input="one", dimensions=3).embeddings == [embedding_of("one", 3)]
+    assert fake_ollama.embed_requests[-1].body == {"model": "llama3", "input": "one", "dimensions": 3}
+    with pytest.raises(ollama.ResponseError) as info:
+        client.embed(model="nope", input="x")
+    assert (info.value.status_code, info.value.error) == (404, 'model "nope" not found, try pulling it first')
+    fake_ollama.push(Script(status=429, retry_after="2", error_message="busy"))
+    raw = requests.post(f"{fake_ollama.url}/api/embed", json={"model": "llama3", "input": "x"}, timeout=5)
+    assert (raw.status_code, raw.headers["retry-after"], raw.json()) == (429, "2", {"error": "busy"})
+
+
 # -- OpenAI ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["float", "base64", None])
+def test_openai_embeddings(fake_openai: FakeOpenAI, encoding: str | None) -> None:
+    client = openai_client(fake_openai)
+    kwargs: dict[str, Any] = {} if encoding is None else {"encoding_format": encoding}
+    result = client.embeddings.create(model="text-embedding-3-small", input=["a b", "ü"], **kwargs)
+    vectors = [item.embedding for item in result.data]
+    if encoding == "base64":  # the caller asked for base64: the SDK hands it over as it came
+        assert [list(struct.unpack("<8f", base64.b64decode(v))) for v in vectors] == [  # type: ignore[arg-type]
+            embedding_of("a b"),
+            embedding_of("ü"),
+        ]
+    else:  # floats, or base64 (the SDK's default request) decoded by the SDK
+        assert vectors == [embedding_of("a b"), embedding_of("ü")]
+    assert (result.usage.prompt_tokens, result.usage.total_tokens) == (3, 3)
+    assert fake_openai.embed_requests[-1].body["encoding_format"] == (encoding or "base64")
+    tokens = client.embeddings.create(model="text-embedding-3-small", input=[[1, 2], [3]], dimensions=4)
+    assert [item.embedding for item in tokens.data] == [embedding_of("1 2", 4), embedding_of("3", 4)]
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="gpt-4o", input="x")
+    fake_openai.push(Script(status=429, retry_after="3"))
+    with pytest.raises(openai.RateLimitError) as info:
+        client.embeddings.create(model="text-embedding-3-small", input="x")
+    assert info.value.response.headers["retry-after"] == "3"
 
 
 def test_openai_stream_with_usage(fake_openai: FakeOpenAI) -> None:
@@ -547,6 +590,22 @@ def sse_events(fake: FakeUpstream, body: dict[str, Any]) -> list[dict[str, Any]]
     _, _, chunks = split_response(read_to_eof(raw_post(fake, "/v1/chat/completions", body)))
     assert chunks[-1] == b"data: [DONE]\n\n"
     return [json.loads(c[len(b"data: ") :]) for c in chunks[:-1]]
+
+
+def test_openai_vllm_style_stop_reason(fake_openai: FakeOpenAI) -> None:
+    fake_openai.push(Script(tokens=["a"], stop_sequence="END"))
+    events = sse_events(fake_openai, {"model": "gpt-4o", "messages": MESSAGES, "stream": True})
+    assert events[-1]["choices"][0] == {
+        "index": 0,
+        "delta": {},
+        "logprobs": None,
+        "finish_reason": "stop",
+        "stop_reason": "END",
+    }
+    assert all("stop_reason" not in e["choices"][0] for e in events[:-1])
+    fake_openai.push(Script(tokens=["a"], stop_sequence="END"))
+    chunks = list(openai_client(fake_openai).chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+    assert (chunks[-1].choices[0].model_extra or {})["stop_reason"] == "END"
 
 
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])

@@ -14,7 +14,9 @@ listener hands over (one event live, many on a replay) is one write, an idle
 gap (``None``) is a ping, and an empty write is never made (to a chunked
 response it reads as the end). The modules: ``events`` (Sluice's JSON events:
 SSE, NDJSON, WebSocket frames), ``text`` (``text/plain`` and the classic
-``GET /stream``), ``openai_chat`` (``/v1/chat/completions`` chunks).
+``GET /stream``), ``openai_chat`` (``/v1/chat/completions`` chunks),
+``anthropic`` (``/v1/messages``' named events), ``ollama`` (``/ollama``'s
+NDJSON lines).
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ Thinking comes as ``message.thinking`` lines before the content (Ollama
 before the done line, whose ``done_reason`` stays "stop". The top-level field
 order (``done_reason`` before ``done``) and :attr:`FakeOllama.version` are
 those of 0.6.8; newer servers put ``done`` first, which no JSON client sees.
+
+``POST /api/embed`` embeds with any model it has (its chat models and the
+unlisted ``embedding_models``): one ``embedding_of`` vector per input,
+``dimensions`` long when asked; ``prompt_eval_count`` counts the inputs' words.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import re
 import time
 from typing import Any, ClassVar
 
-from .upstream import ChatContext, Exchange, FakeUpstream, Request, Script
+from .upstream import EMBED_DIMENSIONS, ChatContext, Exchange, FakeUpstream, Request, Script, embedding_of
 
 __all__ = ["FakeOllama", "go_json"]
 
@@ -74,6 +78,7 @@ class FakeOllama(FakeUpstream):
     default_models: ClassVar[list[str]] = ["llama3", "mistral"]
     stream_content_type: ClassVar[str] = "application/x-ndjson"
     version: ClassVar[str] = "0.6.8"
+    embedding_models: ClassVar[list[str]] = ["nomic-embed-text"]
 
     _JSON = "application/json; charset=utf-8"
 
@@ -243,8 +248,45 @@ class FakeOllama(FakeUpstream):
             )
         return {"models": models}
 
+    def _embed(self, ex: Exchange) -> None:
+        started = time.monotonic()
+        _, body, script = self._embed_request(ex)
+        if script.status is not None:
+            self.send_scripted_error(ex, script)
+            return
+        if body is None:
+            self.send_error(ex, 400, "invalid request body")
+            return
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            self.send_error(ex, 400, "model is required")
+            return
+        if not self._known(model) and _full_name(model) not in map(_full_name, self.embedding_models):
+            self.send_error(ex, 404, f"model {json.dumps(model, ensure_ascii=False)} not found, try pulling it first")
+            return
+        given = body.get("input")
+        texts = [given] if isinstance(given, str) else list(given or [])
+        if not all(isinstance(text, str) for text in texts):
+            self.send_error(ex, 400, "invalid input type")
+            return
+        dimensions = body.get("dimensions") or EMBED_DIMENSIONS
+        elapsed = max(int((time.monotonic() - started) * 1e9), 1)
+        self._send_json(
+            ex,
+            200,
+            {
+                "model": model,
+                "embeddings": [embedding_of(text, dimensions) for text in texts],
+                "total_duration": elapsed,
+                "load_duration": 1,
+                "prompt_eval_count": sum(len(text.split()) for text in texts),
+            },
+        )
+
     def handle_other(self, ex: Exchange) -> None:
-        if ex.method in ("GET", "HEAD") and ex.path == "/":
+        if ex.method == "POST" and ex.path == "/api/embed":
+            self._embed(ex)
+        elif ex.method in ("GET", "HEAD") and ex.path == "/":
             ex.send(200, "text/plain; charset=utf-8", b"Ollama is running")
         elif ex.method in ("GET", "HEAD") and ex.path == "/api/tags":
             self._send_json(ex, 200, self._tags())

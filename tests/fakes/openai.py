@@ -15,18 +15,27 @@ argument pieces per ``index``; with ``"logprobs": true`` the role chunk has
 ``{"content":[],"refusal":null}`` and each token chunk its own entry.
 Reasoning comes as ``delta.reasoning_content`` (vLLM, llama.cpp, DeepSeek) or
 ``delta.reasoning`` (OpenRouter), which api.openai.com itself never sends.
+
+``POST /v1/embeddings`` answers for the models in ``embedding_models`` (not
+listed by ``/v1/models``, so the chat listing stays as it was): one
+``embedding_of`` vector per input (a list of token ids embeds as its ids
+joined by spaces), ``dimensions`` long when asked, as floats or, with
+``encoding_format: "base64"``, as base64 little-endian float32; ``usage``
+counts the inputs' words (or token ids).
 """
 
 from __future__ import annotations
 
+import base64
 import enum
 import json
 import secrets
 import string
+import struct
 import time
 from typing import Any, ClassVar
 
-from .upstream import ChatContext, Exchange, FakeUpstream, Request, Script, http_date
+from .upstream import EMBED_DIMENSIONS, ChatContext, Exchange, FakeUpstream, Request, Script, embedding_of, http_date
 
 __all__ = ["FakeOpenAI"]
 
@@ -86,6 +95,7 @@ class FakeOpenAI(FakeUpstream):
     chat_path: ClassVar[str] = "/v1/chat/completions"
     url_suffix: ClassVar[str] = "/v1"
     default_models: ClassVar[list[str]] = ["gpt-4o-mini", "gpt-4o"]
+    embedding_models: ClassVar[list[str]] = ["text-embedding-3-small"]
     stream_content_type: ClassVar[str] = "text/event-stream; charset=utf-8"
 
     def __init__(
@@ -362,7 +372,12 @@ class FakeOpenAI(FakeUpstream):
 
     def final_frames(self, ctx: ChatContext) -> list[bytes]:
         frames = self._opening(ctx)
-        frames.append(self._chunk(ctx, {}, self._finish_reason(ctx)))
+        last = self._chunk(ctx, {}, self._finish_reason(ctx))
+        if ctx.script.stop_sequence is not None:  # vLLM's field, after finish_reason
+            chunk = json.loads(last[len(b"data: ") :])
+            chunk["choices"][0]["stop_reason"] = ctx.script.stop_sequence
+            last = self._event(chunk)
+        frames.append(last)
         if ctx.extra["include_usage"]:
             frames.append(self._event({**self._ids(ctx), "choices": [], "usage": self._usage(ctx)}))
         frames.append(b"data: [DONE]\n\n")
@@ -412,7 +427,40 @@ class FakeOpenAI(FakeUpstream):
     def _model(self, name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": 1_715_367_049, "owned_by": "system"}
 
+    def _embeddings(self, ex: Exchange) -> None:
+        _, body, script = self._embed_request(ex)
+        if not self._authorized(ex):
+            return
+        if script.status is not None:
+            self.send_scripted_error(ex, script)
+            return
+        if body is None or "input" not in body:
+            self._error(ex, 400, "'input' is a required property", code=None, param="input")
+            return
+        model = body.get("model")
+        if model not in self.embedding_models:
+            self._model_not_found(ex, str(model))
+            return
+        given = body["input"]
+        items = [given] if isinstance(given, str) or (given and isinstance(given[0], int)) else list(given)
+        texts = [item if isinstance(item, str) else " ".join(map(str, item)) for item in items]
+        dimensions = body.get("dimensions") or EMBED_DIMENSIONS
+        base64_wanted = body.get("encoding_format") == "base64"
+        data = []
+        for index, text in enumerate(texts):
+            vector = embedding_of(text, dimensions)
+            encoded: Any = vector
+            if base64_wanted:  # OpenAI's base64: little-endian float32
+                encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        tokens = sum(len(text.split()) for text in texts)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        self._send_json(ex, 200, {"object": "list", "data": data, "model": model, "usage": usage})
+
     def handle_other(self, ex: Exchange) -> None:
+        if ex.method == "POST" and ex.path == "/v1/embeddings":
+            self._embeddings(ex)
+            return
         ex.read_body()  # keep the connection usable
         if ex.path.startswith("/v1/") and not self._authorized(ex):
             return

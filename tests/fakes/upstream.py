@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import email.utils
 import functools
+import hashlib
 import http
 import json
 import math
@@ -37,8 +38,10 @@ from socketserver import ThreadingMixIn
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-__all__ = ["ChatContext", "Exchange", "FakeUpstream", "Request", "Script"]
+__all__ = ["EMBED_DIMENSIONS", "ChatContext", "Exchange", "FakeUpstream", "Request", "Script", "embedding_of"]
 
+# How long the fakes' embeddings are unless a request asks for ``dimensions``.
+EMBED_DIMENSIONS = 8
 # Pause between the two halves of a split write (the only fixed sleep of the fakes).
 _SPLIT_PAUSE_S = 0.02
 # Longest a close() waits for one handler thread; they end within milliseconds.
@@ -107,6 +110,9 @@ class Script:
     # stream_options.include_usage was asked, and no ``usage`` key when not streaming;
     # Ollama omits prompt_eval_count and eval_count from the done line.
     report_usage: bool = True
+    # OpenAI only: the stop string that ended the answer, as vLLM names it in the finishing
+    # chunk's ``choices[].stop_reason``; api.openai.com sends no such field.
+    stop_sequence: str | None = None
 
     # -- errors (with ``status``) --------------------------------------------------------
     # The provider's error code: OpenAI's ``error.code``; "context_length_exceeded" (with
@@ -155,6 +161,16 @@ class _ClientGone(Exception):
 
 class _Closing(Exception):
     """The fake is shutting down; the handler must end now."""
+
+
+def embedding_of(text: str, dimensions: int = EMBED_DIMENSIONS) -> list[float]:
+    """The fakes' embedding of ``text``: fixed per text, each value k/128, so exact in float32 (and base64)."""
+    digest = b""
+    block = 0
+    while len(digest) < dimensions:
+        digest += hashlib.sha256(f"{block}:{text}".encode()).digest()
+        block += 1
+    return [(byte - 128) / 128 for byte in digest[:dimensions]]
 
 
 def _split_point(data: bytes) -> int:
@@ -404,6 +420,8 @@ class FakeUpstream:
         self.default: Script = default if default is not None else Script()
         self.models: list[str] = list(models if models is not None else self.default_models)
         self.requests: list[Request] = []
+        #: Embedding requests as received (each also takes the next pushed script: its ``status`` fails it).
+        self.embed_requests: list[Request] = []
         self.disconnects: list[float] = []
         self.completed = 0
         self.active = 0
@@ -443,6 +461,7 @@ class FakeUpstream:
         with self._changed:
             self._scripts.clear()
             self.requests.clear()
+            self.embed_requests.clear()
             self.disconnects.clear()
             self._disconnects_returned = 0
             self.completed = 0
@@ -531,6 +550,23 @@ class FakeUpstream:
     def _take_script(self) -> Script:
         with self._lock:
             return self._scripts.popleft() if self._scripts else self.default
+
+    def _embed_request(self, ex: Exchange) -> tuple[Request, dict[str, Any] | None, Script]:
+        """Read and record an embeddings request; take its script."""
+        raw = ex.read_body()
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = None
+        body = parsed if isinstance(parsed, dict) else None
+        request = Request(path=ex.path, headers=dict(ex.headers), body=body or {})
+        with self._changed:
+            self.embed_requests.append(request)
+            self._changed.notify_all()
+        script = self._take_script()
+        if script.retry_after is not None and script.status is not None:
+            ex.extra_headers.append(("Retry-After", script.retry_after))
+        return request, body, script
 
     # -- request handling --------------------------------------------------------
 
