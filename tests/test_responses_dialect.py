@@ -452,3 +452,105 @@ def test_the_openapi_document_lists_the_routes(make_client):
     paths = make_client().get("/openapi.json").json["paths"]
     assert set(paths["/v1/responses/{response_id}"]) == {"get", "delete"}
     assert "post" in paths["/v1/responses"] and "post" in paths["/v1/responses/{response_id}/cancel"]
+
+
+def test_any_json_body_is_parsed_or_refused_with_a_400():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(-5, 50)
+        | st.floats(-3, 3)
+        | st.sampled_from(
+            [
+                "",
+                "x",
+                "auto",
+                "none",
+                "required",
+                "function",
+                "message",
+                "user",
+                "assistant",
+                "system",
+                "input_text",
+                "input_image",
+                "output_text",
+                "refusal",
+                "function_call",
+                "function_call_output",
+                "reasoning",
+                "json_schema",
+                "json_object",
+                "text",
+                "data:image/png;base64,iVBORw0KGgo=",
+                "https://x/y.png",
+            ]
+        )
+    )
+    keys = st.sampled_from(
+        [
+            "type",
+            "role",
+            "content",
+            "text",
+            "image_url",
+            "detail",
+            "call_id",
+            "name",
+            "arguments",
+            "output",
+            "format",
+            "schema",
+            "effort",
+            "summary",
+            "parameters",
+            "refusal",
+            "file_id",
+            "verbosity",
+        ]
+    )
+    json_values = st.recursive(
+        scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=4), max_leaves=12
+    )
+    fields = st.sampled_from(
+        [
+            "model",
+            "input",
+            "instructions",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+            "text",
+            "temperature",
+            "top_p",
+            "max_output_tokens",
+            "reasoning",
+            "metadata",
+            "store",
+            "background",
+            "stream",
+            "include",
+            "top_logprobs",
+            "truncation",
+            "user",
+            "stop",
+            "seed",
+            "stream_options",
+            "conversation",
+            "extra_knob",
+        ]
+    )
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.dictionaries(fields, json_values, max_size=6))
+    def check(body):
+        try:
+            parse_responses(body, DEFAULT)
+        except InvalidRequest as exc:
+            assert exc.status == 400 and exc.message
+            assert exc.param is None or isinstance(exc.param, str)
+
+    check()
