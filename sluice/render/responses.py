@@ -406,7 +406,6 @@ class ResponsesEvents:
                     {
                         "item_id": item_id,
                         "output_index": output_index,
-                        "name": item["name"],
                         "arguments": item["arguments"],
                     },
                 )
