@@ -92,12 +92,16 @@ class SluiceError(Exception):
     retryable: bool = False
     # The upstream's own Retry-After, in seconds, when it gave one.
     upstream_retry_after: float | None = None
+    # The request field at fault, where a dialect's error shape names one (OpenAI's ``param``).
+    param: str | None = None
 
-    def __init__(self, message: str | None = None, *, retryable: bool | None = None) -> None:
+    def __init__(self, message: str | None = None, *, retryable: bool | None = None, param: str | None = None) -> None:
         super().__init__(message or self.message)
         self.message = message or self.message
         if retryable is not None:
             self.retryable = retryable
+        if param is not None:
+            self.param = param
 
     @property
     def headers(self) -> dict[str, str]:
@@ -265,7 +269,7 @@ def sluice_error_body(exc: SluiceError) -> dict[str, Any]:
 def openai_error_body(exc: SluiceError) -> dict[str, Any]:
     """OpenAI's error shape, with the ``type`` its SDK maps to the right exception class."""
     kind = _OPENAI_TYPES.get(exc.status, "server_error")
-    return {"error": {"message": exc.message, "type": kind, "param": None, "code": exc.code}}
+    return {"error": {"message": exc.message, "type": kind, "param": exc.param, "code": exc.code}}
 
 
 # Anthropic's error "type" for each of our statuses, so its SDK raises the right class.

@@ -165,6 +165,7 @@ _STREAM = {
     },
 }
 _ID = [{"name": "generation_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_RESPONSE_ID = {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -261,6 +262,36 @@ DOCUMENT: dict[str, Any] = {
         },
         "/v1/models": {
             "get": {"summary": "OpenAI-compatible model list", "responses": {"200": {"description": "list"}}}
+        },
+        "/v1/responses": {
+            "post": {
+                "summary": "OpenAI's Responses API: streamed, whole, or in the background",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+                "responses": {"200": {"description": "Response object or SSE semantic events"}},
+            }
+        },
+        "/v1/responses/{response_id}": {
+            "get": {
+                "summary": "A response's state and output; ?stream=true&starting_after=N replays after N, then live",
+                "parameters": [
+                    _RESPONSE_ID,
+                    {"name": "stream", "in": "query", "schema": {"type": "boolean"}},
+                    {"name": "starting_after", "in": "query", "schema": {"type": "integer", "minimum": -1}},
+                ],
+                "responses": {"200": {"description": "Response object or SSE semantic events"}},
+            },
+            "delete": {
+                "summary": "Forget a response (cancelling it first)",
+                "parameters": [_RESPONSE_ID],
+                "responses": {"200": {"description": "{id, object, deleted}"}},
+            },
+        },
+        "/v1/responses/{response_id}/cancel": {
+            "post": {
+                "summary": "Cancel a response: the upstream request is closed",
+                "parameters": [_RESPONSE_ID],
+                "responses": {"200": {"description": "Response object"}},
+            }
         },
         "/v1/embeddings": {
             "post": {

@@ -99,16 +99,19 @@ def streaming_response(chunks: Iterator[bytes], mimetype: str, on_close: Callabl
     return response
 
 
-def open_stream(chat: ChatRequest, resumable: bool = True, environ: Mapping[str, Any] | None = None) -> Stream:
+def open_stream(
+    chat: ChatRequest, resumable: bool = True, environ: Mapping[str, Any] | None = None, meta: str | None = None
+) -> Stream:
     """Start ``chat`` tied to the current connection and hold it (see the module docstring).
 
     :param resumable: the client learns the id and may resume by it (see ``Policy``).
+    :param meta: text kept with the generation (``Broker.meta``), as for ``start_background``.
     :raise sluice.errors.SluiceError: any failure before the first token, within the hold.
     """
     found = generations()
     config = current_app.config
     policy = Policy.tied_to(config["SLUICE_HOLD_S"], config["SLUICE_HEARTBEAT_S"], resumable)
-    generation = found.start(chat, g.get("key_id"), policy)
+    generation = found.start(chat, g.get("key_id"), policy, meta)
     g.generation = generation
     stream = Stream(found, generation)
     try:
