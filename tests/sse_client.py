@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
 
-__all__ = ["open_events", "read_events", "text_of"]
+__all__ = ["hang_up_after", "open_events", "read_events", "text_of"]
 
 
 @contextmanager
@@ -36,3 +39,23 @@ def read_events(url: str, body: dict[str, Any] | None = None, **kwargs: Any) -> 
 def text_of(events: list[dict[str, Any]]) -> str:
     """The answer's text from a list of events."""
     return "".join(e["content"] for e in events if e["type"] == "delta")
+
+
+def hang_up_after(url: str, path: str, body: dict[str, Any], marker: bytes, count: int) -> float:
+    """POST ``body`` raw, read until ``marker`` was seen ``count`` times, hang up; the ``time.monotonic()`` then."""
+    payload = json.dumps(body).encode()
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
+        + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    seen = b""
+    while seen.count(marker) < count:
+        chunk = sock.recv(65536)
+        assert chunk, seen
+        seen += chunk
+    closed = time.monotonic()
+    sock.close()
+    return closed

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import anthropic
 import pytest
@@ -22,6 +19,7 @@ import requests
 
 from providers.demo import answer, pieces, reasoning
 from tests.fakes import Script
+from tests.sse_client import hang_up_after
 
 pytestmark = pytest.mark.slow
 
@@ -505,18 +503,7 @@ def test_ping_while_waiting_for_the_first_token(start_server, fake_openai):
 
 def test_disconnect_mid_stream_closes_the_upstream(server, fake_openai):
     fake_openai.push(Script(tokens=["t"] * 1000, delay_s=0.05))
-    body = json.dumps({"model": "openai/gpt-4o", "max_tokens": 2000, "messages": user(), "stream": True}).encode()
-    parts = urlsplit(server.url)
-    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
-    sock.sendall(
-        b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    seen = b""
-    while seen.count(b"content_block_delta") < 4:
-        seen += sock.recv(65536)
-    closed = time.monotonic()
-    sock.close()
+    body = {"model": "openai/gpt-4o", "max_tokens": 2000, "messages": user(), "stream": True}
+    closed = hang_up_after(server.url, "/v1/messages", body, b"content_block_delta", 4)
     assert fake_openai.wait_disconnect(2.0) - closed < 1.0
     server.wait_idle()

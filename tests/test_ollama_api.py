@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import ollama
 import pytest
@@ -22,6 +19,7 @@ import requests
 from providers.demo import answer, pieces, reasoning
 from tests.fakes import Script
 from tests.fakes.upstream import embedding_of
+from tests.sse_client import hang_up_after
 
 pytestmark = pytest.mark.slow
 
@@ -391,18 +389,7 @@ def test_unknown_path_speaks_ollama(server):
 
 def test_disconnect_mid_stream_closes_the_upstream(server, fake_ollama):
     fake_ollama.push(Script(tokens=["t"] * 1000, delay_s=0.05))
-    body = json.dumps({"model": "ollama/llama3", "messages": user()}).encode()
-    parts = urlsplit(server.url)
-    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
-    sock.sendall(
-        b"POST /ollama/api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    seen = b""
-    while seen.count(b'"done":false') < 3:
-        seen += sock.recv(65536)
-    closed = time.monotonic()
-    sock.close()
+    body = {"model": "ollama/llama3", "messages": user()}
+    closed = hang_up_after(server.url, "/ollama/api/chat", body, b'"done":false', 3)
     assert fake_ollama.wait_disconnect(2.0) - closed < 1.0
     server.wait_idle()

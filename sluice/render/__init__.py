@@ -24,9 +24,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
+from .. import sse
 from ..events import Event
 
-__all__ = ["Renderer", "render"]
+__all__ = ["Renderer", "SSERenderer", "render"]
 
 
 class Renderer(Protocol):
@@ -46,6 +47,21 @@ class Renderer(Protocol):
     def ping(self) -> bytes:
         """What an idle gap sends (``b""`` for nothing)."""
         ...
+
+
+class SSERenderer:
+    """The SSE part every SSE renderer shares: ``retry:`` first, ``: ping`` on an idle gap."""
+
+    mimetype = sse.MIMETYPE
+
+    def __init__(self, retry_ms: int) -> None:
+        self.retry_ms = retry_ms
+
+    def head(self) -> bytes:
+        return sse.retry(self.retry_ms)
+
+    def ping(self) -> bytes:
+        return sse.PING
 
 
 def render(batches: Iterable[list[Event] | None], renderer: Renderer) -> Iterator[bytes]:

@@ -14,29 +14,18 @@ from collections.abc import Iterable, Iterator
 
 from .. import sse
 from ..events import Event
-from . import render
+from . import SSERenderer, render
 
 __all__ = ["NDJSON", "NDJSONEvents", "SSEEvents", "json_stream", "ndjson_stream", "ws_frame"]
 
 NDJSON = "application/x-ndjson"
 
 
-class SSEEvents:
+class SSEEvents(SSERenderer):
     """The contract's JSON event stream: ``retry:``, then ``id``/``data`` frames and pings."""
-
-    mimetype = sse.MIMETYPE
-
-    def __init__(self, retry_ms: int) -> None:
-        self.retry_ms = retry_ms
-
-    def head(self) -> bytes:
-        return sse.retry(self.retry_ms)
 
     def frames(self, event: Event) -> bytes:
         return sse.frame(event).encode()
-
-    def ping(self) -> bytes:
-        return sse.PING
 
 
 class NDJSONEvents:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 
 from .. import sse
 from ..events import Event, Kind
-from . import render
+from . import SSERenderer, render
 
 __all__ = ["TEXT", "ClassicEvents", "PlainText", "classic_stream", "text_stream"]
 
@@ -40,16 +40,8 @@ class PlainText:
         return b""
 
 
-class ClassicEvents:
+class ClassicEvents(SSERenderer):
     """``GET /stream``: plain-text ``data:`` events, then ``event: done``."""
-
-    mimetype = sse.MIMETYPE
-
-    def __init__(self, retry_ms: int) -> None:
-        self.retry_ms = retry_ms
-
-    def head(self) -> bytes:
-        return sse.retry(self.retry_ms)
 
     def frames(self, event: Event) -> bytes:
         kind = event.kind
@@ -61,9 +53,6 @@ class ClassicEvents:
         if kind is Kind.ERROR:
             return sse.encode(event.json, id=event.seq if event.seq >= 0 else None, event="error")
         return b""  # start, reasoning, tool calls, refusals: the classic form is text only
-
-    def ping(self) -> bytes:
-        return sse.PING
 
 
 def text_stream(batches: Iterable[list[Event] | None]) -> Iterator[bytes]:

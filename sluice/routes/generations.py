@@ -10,17 +10,12 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from ..broker import one_by_one
 from ..chat import parse_chat, read_json
 from ..errors import InvalidRequest
-from ..events import TERMINAL
 from ..render.events import SSEEvents
 from . import relay
 
 bp = Blueprint("generations", __name__, url_prefix="/api/generations")
-
-# How long DELETE waits for the runner to record the cancellation.
-_CANCEL_WAIT_S = 2.0
 
 
 def _after() -> int:
@@ -75,13 +70,4 @@ def cancel(generation_id: str) -> Response:
     Answers with the state once the end is recorded (or after a short wait);
     cancelling an ended generation changes nothing and answers its state.
     """
-    generations = relay.generations()
-    broker = generations.broker
-    current = relay.owned_state(generation_id)
-    if current["status"] == "running":
-        if not generations.cancel(generation_id):
-            broker.request_cancel(generation_id)
-        for event in one_by_one(broker.listen(generation_id, current["events"] - 1, _CANCEL_WAIT_S)):
-            if event is None or event.kind in TERMINAL:
-                break
-    return jsonify(broker.state(generation_id))
+    return jsonify(relay.cancel(generation_id, relay.owned_state(generation_id)))

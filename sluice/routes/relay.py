@@ -31,7 +31,7 @@ from .. import disconnect, sse
 from ..broker import one_by_one
 from ..chat import ChatRequest
 from ..errors import GenerationNotFound
-from ..events import Event, Kind
+from ..events import TERMINAL, Event, Kind
 from ..fold import Answer
 from ..generations import Generation, Generations, Policy
 from ..hotpath import PassThroughResponse
@@ -39,6 +39,7 @@ from ..render import Renderer, render
 
 __all__ = [
     "Stream",
+    "cancel",
     "collect",
     "follow",
     "generations",
@@ -181,6 +182,28 @@ def owned_state(generation_id: str) -> dict[str, Any]:
     if current_app.extensions["sluice.keys"] and broker.key_of(generation_id) != g.get("key_id"):
         raise GenerationNotFound()  # the same answer as for an unknown id: ids reveal nothing
     return state
+
+
+# How long a cancel waits for the producer to record the end.
+_CANCEL_WAIT_S = 2.0
+
+
+def cancel(generation_id: str, state: dict[str, Any]) -> dict[str, Any]:
+    """Cancel a running generation wherever it runs; its state once the end is recorded (or after 2 s).
+
+    The caller has checked it is the key's (``owned_state``, which gave ``state``);
+    cancelling an ended generation changes nothing.
+    """
+    if state["status"] != "running":
+        return state
+    found = generations()
+    broker = found.broker
+    if not found.cancel(generation_id):
+        broker.request_cancel(generation_id)
+    for event in one_by_one(broker.listen(generation_id, state["events"] - 1, _CANCEL_WAIT_S)):
+        if event is None or event.kind in TERMINAL:
+            break
+    return broker.state(generation_id)
 
 
 def follow(generation_id: str, after: int, renderer: Renderer) -> Response:

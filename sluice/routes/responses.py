@@ -43,8 +43,6 @@ from . import relay
 
 bp = Blueprint("responses", __name__, url_prefix="/v1/responses")
 
-# How long cancel waits for the run to record its end.
-_CANCEL_WAIT_S = 2.0
 # How long a fold of the events kept waits for one that is due (the count came from the state just read).
 _READ_WAIT_S = 1.0
 
@@ -161,15 +159,7 @@ def retrieve(response_id: str) -> Response:
 def cancel(response_id: str) -> Response:
     """Cancel: the upstream request is closed; answers the response once its end is recorded."""
     generation_id, state, stored = _owned(response_id)
-    generations = relay.generations()
-    broker = generations.broker
-    if state["status"] == "running":
-        if not generations.cancel(generation_id):
-            broker.request_cancel(generation_id)
-        for event in one_by_one(broker.listen(generation_id, state["events"] - 1, _CANCEL_WAIT_S)):
-            if event is None or event.kind in TERMINAL:
-                break
-        state = broker.state(generation_id)
+    state = relay.cancel(generation_id, state)
     head = Head(response_id, stored.created_at, stored.echo)
     return jsonify(response_object(_fold(generation_id, state["events"]), head))
 
