@@ -55,6 +55,8 @@ from sluice.provider import (
     merge_extra,
     refuse_unsupported,
     retry_after_seconds,
+    valid_text,
+    valid_value,
 )
 
 __all__ = ["OllamaProvider", "iter_lines", "ollama_body"]
@@ -155,11 +157,11 @@ class OllamaProvider:
                     message = part.get("message") or {}
                     thinking = message.get("thinking")
                     if thinking:
-                        yield Reasoning(thinking)
+                        yield Reasoning(valid_text(thinking))
                     content = message.get("content")
                     if content:
                         logprobs = part.get("logprobs")
-                        yield Text(content, logprobs) if logprobs else content
+                        yield Text(valid_text(content), valid_value(logprobs)) if logprobs else valid_text(content)
                     for call in message.get("tool_calls") or ():
                         yield _tool_call(call, calls)
                         calls += 1
@@ -183,7 +185,8 @@ class OllamaProvider:
 
 def _parse(line: bytes) -> dict[str, Any]:
     try:
-        part = json.loads(line)
+        # Bytes that are not UTF-8 become U+FFFD here rather than failing the line.
+        part = json.loads(line.decode("utf-8", "replace"))
     except ValueError:
         raise UpstreamError("The model provider sent a line that is not JSON.") from None
     if not isinstance(part, dict):
@@ -283,7 +286,12 @@ def _tool_call(call: Any, index: int) -> ToolCallPart:
     arguments = function.get("arguments", {})
     text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
     call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else None
-    return ToolCallPart(index, text, call_id or "call_" + secrets.token_hex(12), function["name"])
+    return ToolCallPart(
+        index,
+        valid_text(text),
+        valid_text(call_id) if call_id else "call_" + secrets.token_hex(12),
+        valid_text(function["name"]),
+    )
 
 
 def _finish(part: dict[str, Any], calls: int) -> Finish:

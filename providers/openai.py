@@ -50,6 +50,8 @@ from sluice.provider import (
     merge_extra,
     refuse_unsupported,
     retry_after_seconds,
+    valid_text,
+    valid_value,
 )
 
 __all__ = ["OpenAIProvider", "map_openai_error", "openai_body"]
@@ -154,22 +156,23 @@ def _pieces(chunk: Any) -> Generator[Piece, None, str | None]:
             extra = delta.model_extra or {}
             thought = extra.get("reasoning_content") or extra.get("reasoning") or getattr(delta, "reasoning", None)
             if isinstance(thought, str) and thought:
-                yield Reasoning(thought)
+                yield Reasoning(valid_text(thought))
             if delta.content:
                 logprobs = choice.logprobs
                 if logprobs is not None:
-                    yield Text(delta.content, logprobs.model_dump(exclude_none=True))
+                    yield Text(valid_text(delta.content), valid_value(logprobs.model_dump(exclude_none=True)))
                 else:
-                    yield delta.content
+                    yield valid_text(delta.content)
             if delta.refusal:
-                yield Refusal(delta.refusal)
+                yield Refusal(valid_text(delta.refusal))
             for call in delta.tool_calls or ():
                 function = call.function
+                name = function.name if function is not None else None
                 yield ToolCallPart(
                     call.index,
-                    (function.arguments if function is not None else None) or "",
-                    call.id or None,
-                    (function.name if function is not None else None) or None,
+                    valid_text((function.arguments if function is not None else None) or ""),
+                    valid_text(call.id) if call.id else None,
+                    valid_text(name) if name else None,
                 )
         if choice.finish_reason:
             reason = _FINISH.get(choice.finish_reason, choice.finish_reason)

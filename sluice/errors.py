@@ -220,6 +220,9 @@ def upstream_reason(text: Any) -> str:
     """An upstream's own error text, safe to show: no URL, no secret, at most 500 characters."""
     if not isinstance(text, str):
         return ""
+    if not text.isascii():
+        # A lone surrogate (a \ud800 escape in the upstream's JSON) cannot be written as UTF-8.
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     text = _SECRET.sub("[redacted]", _URL.sub("[url]", text))
     text = " ".join(text.split())
     cleaned: str = text

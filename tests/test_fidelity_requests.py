@@ -375,3 +375,9 @@ def test_upstream_reasons_are_short_and_hold_no_url_or_secret():
     said = upstream_reason("key sk-proj-abcdefgh1234 rejected at https://internal.example:8443/v1 " + "x" * 2000)
     assert len(said) <= 500 and "sk-proj" not in said and "internal.example" not in said
     assert said.startswith("key [redacted] rejected at [url]")
+
+
+def test_upstream_reasons_lose_lone_surrogates():
+    from sluice.errors import upstream_reason
+
+    assert upstream_reason("bad \ud800 token") == "bad \ufffd token"

@@ -15,6 +15,8 @@ argument pieces per ``index``; with ``"logprobs": true`` the role chunk has
 ``{"content":[],"refusal":null}`` and each token chunk its own entry.
 Reasoning comes as ``delta.reasoning_content`` (vLLM, llama.cpp, DeepSeek) or
 ``delta.reasoning`` (OpenRouter), which api.openai.com itself never sends.
+A streamed chunk whose text holds a lone surrogate (a script's ``"a\\ud800b"``)
+is sent ASCII-escaped, ``"a\\ud800b"`` on the wire, as an ASCII-only encoder would.
 """
 
 from __future__ import annotations
@@ -60,7 +62,13 @@ _KEYS_URL = "https://platform.openai.com/account/api-keys"
 
 
 def _compact(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A script's lone surrogate ("a\ud800b") is no UTF-8: sent as the escape an ASCII-only
+        # JSON encoder writes (valid JSON, invalid Unicode), as some OpenAI-compatible servers do.
+        return json.dumps(obj, separators=(",", ":")).encode("ascii")
 
 
 def _random_id(prefix: str, length: int) -> str:
