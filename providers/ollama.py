@@ -211,15 +211,17 @@ def ollama_body(request: ChatRequest, model: str) -> dict[str, Any]:
     refuse_unsupported(request, where)
     given = request.options
     if "logit_bias" in given:
-        raise InvalidRequest(f"logit_bias: {where} has no logit bias.")
+        raise InvalidRequest(f"logit_bias: {where} has no logit bias.", param="logit_bias")
     tools = request.tools
     choice = request.tool_choice
     if choice == "required" or isinstance(choice, dict):
-        raise InvalidRequest(f"tool_choice: {where} cannot be made to call a tool; use auto or none.")
+        raise InvalidRequest(
+            f"tool_choice: {where} cannot be made to call a tool; use auto or none.", param="tool_choice"
+        )
     if choice == "none":
         tools = None  # a model offered no tools calls none
     if request.parallel_tool_calls is False:
-        raise InvalidRequest(f"parallel_tool_calls: {where} cannot be kept to one call.")
+        raise InvalidRequest(f"parallel_tool_calls: {where} cannot be kept to one call.", param="parallel_tool_calls")
     names = {call.id: call.name for m in request.messages for call in m.tool_calls}
     body: dict[str, Any] = {
         "model": model,
@@ -254,7 +256,10 @@ def _message(message: Message, index: int, names: dict[str, str], where: str) ->
     images = []
     for part in message.images:
         if not part.is_data_url:
-            raise InvalidRequest(f"messages[{index}]: {where} takes images as data: URLs only, not http(s) links.")
+            raise InvalidRequest(
+                f"messages[{index}]: {where} takes images as data: URLs only, not http(s) links.",
+                param=f"messages[{index}].content",
+            )
         images.append(part.url.partition(",")[2])
     if images:
         out["images"] = images
@@ -266,7 +271,10 @@ def _message(message: Message, index: int, names: dict[str, str], where: str) ->
             except ValueError:
                 arguments = None
             if not isinstance(arguments, dict):
-                raise InvalidRequest(f"messages[{index}].tool_calls: arguments must be a JSON object for {where}.")
+                raise InvalidRequest(
+                    f"messages[{index}].tool_calls: arguments must be a JSON object for {where}.",
+                    param=f"messages[{index}].tool_calls",
+                )
             calls.append({"function": {"name": call.name, "arguments": arguments}})
         out["tool_calls"] = calls
     if role == "tool":
@@ -274,7 +282,9 @@ def _message(message: Message, index: int, names: dict[str, str], where: str) ->
         if tool_name:
             out["tool_name"] = tool_name
     elif message.name is not None:
-        raise InvalidRequest(f"messages[{index}].name: {where} has no participant names.")
+        raise InvalidRequest(
+            f"messages[{index}].name: {where} has no participant names.", param=f"messages[{index}].name"
+        )
     return out
 
 
@@ -324,7 +334,7 @@ def _status_error(status: int, reason: str, model: str, retry_after: str | None)
     said = f": {reason}" if reason else "."
     if status in (400, 413, 422):
         if _CONTEXT.search(reason):
-            return ContextLengthExceeded(f"The prompt does not fit ollama/{model}'s context{said}")
+            return ContextLengthExceeded(f"The prompt does not fit ollama/{model}'s context{said}", param="messages")
         return InvalidRequest(f"The Ollama server refused the request{said}")
     if status == 404:
         return ModelNotFound(f"The model 'ollama/{model}' is not available on the Ollama server{said}")

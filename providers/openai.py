@@ -107,9 +107,10 @@ def map_openai_error(exc: Exception) -> SluiceError:
     said = f": {reason}" if reason else "."
     retry_after = retry_after_seconds(exc.response.headers.get("Retry-After"))
     if status in (400, 413, 422):
+        param = exc.param if isinstance(exc.param, str) else None  # the field the upstream named
         if exc.code == "context_length_exceeded" or _CONTEXT.search(reason):
-            return ContextLengthExceeded(f"The prompt does not fit the model's context{said}")
-        return InvalidRequest(f"The OpenAI-compatible server refused the request{said}")
+            return ContextLengthExceeded(f"The prompt does not fit the model's context{said}", param=param)
+        return InvalidRequest(f"The OpenAI-compatible server refused the request{said}", param=param)
     if status == 404:
         return ModelNotFound(f"The model is not available at the OpenAI-compatible server{said}")
     if status == 429:

@@ -83,12 +83,17 @@ class SluiceError(Exception):
     retryable: bool = False
     # The upstream's own Retry-After, in seconds, when it gave one.
     upstream_retry_after: float | None = None
+    # The request field at fault (``messages[0].role``, ``temperature``), when one is:
+    # OpenAI's error shape carries it as ``param``.
+    param: str | None = None
 
-    def __init__(self, message: str | None = None, *, retryable: bool | None = None) -> None:
+    def __init__(self, message: str | None = None, *, retryable: bool | None = None, param: str | None = None) -> None:
         super().__init__(message or self.message)
         self.message = message or self.message
         if retryable is not None:
             self.retryable = retryable
+        if param is not None:
+            self.param = param
 
     @property
     def headers(self) -> dict[str, str]:
@@ -243,10 +248,10 @@ _OPENAI_TYPES = {
 
 
 def error_body(exc: SluiceError, openai_shape: bool = False) -> dict[str, Any]:
-    """The JSON body for ``exc``: ours, or OpenAI's when ``openai_shape``."""
+    """The JSON body for ``exc``: ours, or OpenAI's when ``openai_shape`` (with ``param``, the field at fault)."""
     if openai_shape:
         kind = _OPENAI_TYPES.get(exc.status, "server_error")
-        return {"error": {"message": exc.message, "type": kind, "param": None, "code": exc.code}}
+        return {"error": {"message": exc.message, "type": kind, "param": exc.param, "code": exc.code}}
     return {"error": {"code": exc.code, "message": exc.message}}
 
 

@@ -253,7 +253,7 @@ def refuse_unsupported(request: ChatRequest, where: str) -> None:
     :raise sluice.errors.InvalidRequest: naming the field and ``where``.
     """
     if request.options.get("n", 1) != 1:
-        raise InvalidRequest(f"n: {where} through Sluice streams one answer; send n=1 or several requests.")
+        raise InvalidRequest(f"n: {where} through Sluice streams one answer; send n=1 or several requests.", param="n")
 
 
 def retry_after_seconds(value: str | None) -> float | None:
