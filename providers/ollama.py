@@ -12,13 +12,15 @@ become the message's base64 ``images``. What Ollama cannot do (``n`` > 1,
 
 The body is read as raw chunks as they arrive and split into lines as bytes;
 only whole lines are decoded, so a UTF-8 character split across two network
-reads survives. Each line's ``message.thinking`` is reasoning, its
-``message.content`` answer text (with the line's ``logprobs``), each of its
-``message.tool_calls`` one whole ``tool_call`` piece (with an id made up when
-Ollama gives none); the ``done`` line gives the finish reason (``tool_calls``
-when the model called tools, as OpenAI says it) and the usage it reported
-(``prompt_eval_count``, ``eval_count``); an ``{"error": …}`` line is an
-upstream error.
+reads survives. Bytes that are not UTF-8, and lone ``\\ud800`` escapes,
+become U+FFFD (``valid_text``) in every piece. Each line's
+``message.thinking`` is reasoning, its ``message.content`` answer text (with
+the line's ``logprobs``), each of its ``message.tool_calls`` one whole
+``tool_call`` piece (with an id made up when Ollama gives none); the ``done``
+line gives the finish reason (``tool_calls`` when the model called tools, as
+OpenAI says it) and the usage it reported (``prompt_eval_count``,
+``eval_count``); an ``{"error": …}`` line is an upstream error. The client's
+request id goes upstream as ``X-Request-ID``.
 """
 
 from __future__ import annotations
@@ -136,10 +138,15 @@ class OllamaProvider:
     def stream(self, request: ChatRequest, model: str, abort: Abort) -> Generator[Piece, None, Finish]:
         """Yield the pieces of Ollama's answer; see the module docstring."""
         body = ollama_body(request, model)
+        headers = {"X-Request-ID": request.request_id} if request.request_id else None
         try:
             # Read timeout None: the runner enforces first-token and idle deadlines.
             response = self.session.post(
-                f"{self.base_url}/api/chat", json=body, stream=True, timeout=(self.connect_timeout_s, None)
+                f"{self.base_url}/api/chat",
+                json=body,
+                headers=headers,
+                stream=True,
+                timeout=(self.connect_timeout_s, None),
             )
         except requests.RequestException as exc:
             raise UpstreamUnavailable() from exc

@@ -10,8 +10,11 @@ informing fields, and the client's extras merged in (sent through the SDK's
 ``extra_body``, so server-specific knobs such as vLLM's ``top_k`` need no code
 here). The answer comes back as typed pieces: ``content`` (with its
 ``logprobs``), ``reasoning_content`` or ``reasoning``, ``refusal``, and
-``tool_calls`` fragments as they arrive; the upstream's own ``finish_reason``
-and the usage it reported, details included.
+``tool_calls`` fragments as they arrive, each string made valid Unicode
+(``valid_text``: a lone ``\\ud800`` escape becomes U+FFFD); the upstream's own
+``finish_reason``, the usage it reported, details included, and its
+``system_fingerprint``. The client's request id goes upstream as
+``X-Request-ID``.
 
 The SDK's exceptions are mapped to the contract's codes here (SPEC.md
 "Upstream refusals keep their meaning"), with the upstream's own reason
@@ -218,17 +221,22 @@ class OpenAIProvider:
         body = openai_body(request, model)
         named = {key: value for key, value in body.items() if key in _NAMED}
         extra_body = {key: value for key, value in body.items() if key not in _NAMED and key != "model"}
+        headers = {"X-Request-ID": request.request_id} if request.request_id else None
         try:
-            stream = self.client.chat.completions.create(model=body["model"], extra_body=extra_body or None, **named)
+            stream = self.client.chat.completions.create(
+                model=body["model"], extra_body=extra_body or None, extra_headers=headers, **named
+            )
         except openai.OpenAIError as exc:
             raise map_openai_error(exc) from exc
-        reason, usage = "stop", None
+        reason, usage, fingerprint = "stop", None, None
         with stream:
             abort.on_abort(stream.close)
             try:
                 for chunk in stream:
                     if chunk.usage is not None:
                         usage = chunk.usage
+                    if chunk.system_fingerprint:
+                        fingerprint = chunk.system_fingerprint
                     said = yield from _pieces(chunk)
                     if said:
                         reason = said
@@ -243,7 +251,11 @@ class OpenAIProvider:
                 raise map_openai_error(exc) from exc
             except Exception as exc:  # httpx transport errors surface unwrapped mid-stream
                 raise UpstreamError("The model provider's stream broke off.") from exc
-        return Finish(reason, usage.model_dump(exclude_none=True, exclude_unset=True) if usage is not None else {})
+        return Finish(
+            reason,
+            usage.model_dump(exclude_none=True, exclude_unset=True) if usage is not None else {},
+            valid_text(fingerprint) if fingerprint else None,
+        )
 
     def models(self) -> list[str]:
         """Model ids from ``GET /v1/models``."""

@@ -133,7 +133,8 @@ class ChatRequest:
 
     ``options`` holds the sampling and limit fields that were given, under
     OpenAI's names (``OPTION_NAMES``); ``info`` the fields that only inform;
-    ``extra`` what goes into the upstream body as given.
+    ``extra`` what goes into the upstream body as given; ``request_id`` the id
+    the route gave the request, forwarded upstream.
     """
 
     model: str  # as the client named it, or the default ("demo/echo")
@@ -146,6 +147,9 @@ class ChatRequest:
     extra: Mapping[str, Any] = field(default_factory=dict)
     info: Mapping[str, Any] = field(default_factory=dict)
     stream: bool = True
+    # The request's id (``X-Request-ID``, see ``sluice.logs``): it only informs, and
+    # providers send it upstream so both ends' logs name the same request.
+    request_id: str | None = None
 
     @property
     def max_tokens(self) -> int | None:
@@ -492,11 +496,12 @@ _SLUICE_FIELDS = frozenset(
 )
 
 
-def parse_chat(body: Any, default_model: str) -> ChatRequest:
-    """Validate Sluice's chat body (SPEC.md "Chat body") into a ``ChatRequest``.
+def parse_chat(body: Any, default_model: str, request_id: str | None = None) -> ChatRequest:
+    """Validate Sluice's chat body (docs/api.md) into a ``ChatRequest``.
 
     :param body: the decoded JSON.
     :param default_model: used when the body names no model.
+    :param request_id: the request's id, carried to the upstream.
     :raise InvalidRequest: naming the first field that is wrong, or one Sluice does not know
         (server-specific knobs belong under ``extra``; nothing is dropped in silence).
     """
@@ -527,6 +532,7 @@ def parse_chat(body: Any, default_model: str) -> ChatRequest:
         options=_check_options(options, "options."),
         extra=extra,
         info={name: body[name] for name in INFO_NAMES if body.get(name) is not None},
+        request_id=request_id,
         **_parse_common(body, default_model, True),
     )
 
@@ -537,12 +543,13 @@ _OPENAI_FIELDS = frozenset(
 )
 
 
-def parse_openai(body: Any, default_model: str) -> tuple[ChatRequest, bool]:
+def parse_openai(body: Any, default_model: str, request_id: str | None = None) -> tuple[ChatRequest, bool]:
     """Validate an OpenAI chat-completions body; also return ``stream_options.include_usage``.
 
     Sampling fields are at the top level under OpenAI's names; every other
     top-level field the client sent is carried as an extra, as given.
 
+    :param request_id: the request's id, carried to the upstream.
     :raise InvalidRequest: naming the first field that is wrong.
     """
     if not isinstance(body, dict):
@@ -567,6 +574,7 @@ def parse_openai(body: Any, default_model: str) -> tuple[ChatRequest, bool]:
         options=_check_options(options, ""),
         extra=extra,
         info={name: body[name] for name in INFO_NAMES if body.get(name) is not None},
+        request_id=request_id,
         **_parse_common(body, default_model, False),
     )
     return chat, include_usage

@@ -128,11 +128,14 @@ class Finish:
     """How a provider's answer ended, as the upstream said, and the usage it reported.
 
     ``reason`` is ``stop``, ``length``, ``tool_calls`` or ``content_filter``;
-    ``usage`` holds only the counts the upstream reported (details included).
+    ``usage`` holds only the counts the upstream reported (details included);
+    ``system_fingerprint`` is the upstream's, where it gave one.
     """
 
     reason: str = "stop"
     usage: dict[str, Any] = field(default_factory=dict)
+    # The OpenAI-compatible upstream's ``system_fingerprint`` (its backend configuration), when it sent one.
+    system_fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

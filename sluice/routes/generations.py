@@ -59,7 +59,8 @@ def _after() -> int:
 def start() -> tuple[Response, int]:
     """Start a chat in the background: ``202 {"id", "events_url"}``."""
     config = current_app.config
-    chat = parse_chat(read_json(request, config["SLUICE_MAX_BODY_BYTES"]), config["SLUICE_DEFAULT_MODEL"])
+    body = read_json(request, config["SLUICE_MAX_BODY_BYTES"])
+    chat = parse_chat(body, config["SLUICE_DEFAULT_MODEL"], g.get("request_id"))
     generation = _generations().start_detached(chat, owner=g.get("key_id"))
     g.generation = generation
     events_url = url_for("generations.events", generation_id=generation.id)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from .. import relay, sse
 from ..catalog import list_models
@@ -124,7 +124,7 @@ def chat_completions() -> Response:
     """OpenAI's chat completions, streamed or not."""
     config = current_app.config
     body = read_json(request, config["SLUICE_MAX_BODY_BYTES"])
-    chat, include_usage = parse_openai(body, config["SLUICE_DEFAULT_MODEL"])
+    chat, include_usage = parse_openai(body, config["SLUICE_DEFAULT_MODEL"], g.get("request_id"))
     # OpenAI's clients never resume by id: it may run without Redis.
     stream = relay.open_stream(chat, resumable=False)
     base = {
