@@ -163,9 +163,9 @@ class Overloaded(_RetryAfter, SluiceError):
 
 
 class UpstreamUnavailable(_RetryAfter, SluiceError):
+    # Not retried by Sluice, and Retry-After 1: the client retries (the SDKs do by
+    # default), and retries at both ends would multiply (docs/api.md, "Timeouts and retries").
     status, code, message = 503, "upstream_unavailable", "The model provider cannot be reached."
-    retry_after = 5
-    retryable = True
 
 
 class UpstreamTimeout(SluiceError):

@@ -97,8 +97,9 @@ def _pump(
     """Read the provider into ``inbox``; before the first piece, retry and fall back.
 
     Each target (the model, then its fallbacks) is tried up to ``1 + retries``
-    times while its failures are retryable (unreachable, 429, 502, 503); any
-    other failure moves on to the next target. Once a piece has been sent,
+    times while its failures are retryable (the upstream's 429, 502, 503, 504; not
+    an unreachable upstream, which the client retries); any other failure moves
+    on to the next target. Once a piece has been sent,
     nothing is retried: the client has seen part of an answer.
     """
     error: BaseException | None = None

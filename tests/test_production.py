@@ -9,6 +9,7 @@ import random
 import signal
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
@@ -166,6 +167,42 @@ def test_rate_limit_is_shared_by_workers_through_redis(start_server, tmp_path):
 
 
 # -- retries, fallbacks, faults ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_unreachable_upstream_is_tried_once_per_attempt_of_a_client_that_retries(start_server):
+    # An upstream that cannot be reached, counted: each connection is accepted and reset at once.
+    attempts: list[int] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+
+    def reset_each() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            attempts.append(1)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.close()
+
+    threading.Thread(target=reset_each, daemon=True).start()
+    try:
+        srv = start_server(OPENAI_BASE_URL=f"http://127.0.0.1:{listener.getsockname()[1]}/v1")
+        sdk = openai.OpenAI(api_key="x", base_url=srv.url + "/v1")  # the SDK's default: 2 retries
+        started = time.monotonic()
+        with pytest.raises(openai.InternalServerError) as caught:
+            sdk.chat.completions.create(model="openai/gpt-4o-mini", messages=CHAT["messages"])
+        took = time.monotonic() - started
+        assert caught.value.status_code == 503 and caught.value.code == "upstream_unavailable"
+        assert caught.value.response.headers["Retry-After"] == "1"
+        # The SDK's 3 attempts, one upstream attempt each (before: 9, Sluice retrying under each).
+        assert len(attempts) == 3
+        # The SDK waits Retry-After (1 s) twice: about 2 s in all (before: 11 s), with a margin.
+        assert took < 2 * 1 + 3, took
+    finally:
+        listener.close()
 
 
 @pytest.mark.slow
