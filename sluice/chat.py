@@ -33,6 +33,7 @@ __all__ = [
     "Message",
     "Part",
     "ToolCall",
+    "loads",
     "parse_chat",
     "parse_openai",
     "read_json",
@@ -194,21 +195,33 @@ def read_json(request: Request, max_bytes: int) -> Any:
         raise PayloadTooLarge()
     if not raw.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidRequest("The request body is not valid UTF-8.") from None
+    return loads(raw, "request body")
+
+
+def loads(raw: bytes | str, what: str = "message") -> Any:
+    """Decode one JSON document (a request body, a WebSocket message) by the body's rules.
+
+    :param what: how messages name it ("request body", "message").
+    :raise InvalidRequest: it is not valid UTF-8 JSON, nests too deeply, or holds a lone surrogate.
+    """
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest(f"The {what} is not valid UTF-8.") from None
+    else:
+        text = raw
     try:
         body = json.loads(text, parse_constant=_reject_constant)
     except ValueError:
-        raise InvalidRequest("The request body is not valid JSON.") from None
+        raise InvalidRequest(f"The {what} is not valid JSON.") from None
     except RecursionError:
         # The C decoder counts its depth against the recursion limit and stops cleanly.
-        raise InvalidRequest("The JSON body nests too deeply.") from None
+        raise InvalidRequest(f"The JSON {what} nests too deeply.") from None
     # "\ud800" alone parses into a str that no UTF-8 writer can send back; escaped
     # pairs (emoji from ASCII-only encoders) are fine. Only look when an escape is there.
     if _SURROGATE_ESCAPE.search(text) and not _encodable(body):
-        raise InvalidRequest("The request body holds a lone UTF-16 surrogate escape.")
+        raise InvalidRequest(f"The {what} holds a lone UTF-16 surrogate escape.")
     return body
 
 

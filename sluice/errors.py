@@ -6,6 +6,7 @@
     ├── InvalidRequest               400 invalid_request
     │   └── ContextLengthExceeded    400 context_length_exceeded
     ├── Unauthorized                 401 unauthorized
+    ├── Forbidden                    403 forbidden             (a WebSocket from an origin not allowed)
     ├── ModelNotFound                404 model_not_found
     ├── GenerationNotFound           404 generation_not_found
     ├── RequestTimeout               408 request_timeout       (the body came too slowly)
@@ -47,6 +48,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 __all__ = [
     "BrokerUnavailable",
     "ContextLengthExceeded",
+    "Forbidden",
     "GenerationLost",
     "GenerationNotFound",
     "InvalidRequest",
@@ -124,6 +126,10 @@ class ContextLengthExceeded(InvalidRequest):
 
 class Unauthorized(SluiceError):
     status, code, message = 401, "unauthorized", "A valid API key is required."
+
+
+class Forbidden(SluiceError):
+    status, code, message = 403, "forbidden", "This origin may not open a WebSocket here."
 
 
 class ModelNotFound(SluiceError):
@@ -238,6 +244,7 @@ def upstream_reason(text: Any) -> str:
 _OPENAI_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
+    403: "invalid_request_error",
     404: "invalid_request_error",
     408: "invalid_request_error",
     413: "invalid_request_error",

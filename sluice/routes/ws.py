@@ -11,15 +11,18 @@ Client messages (JSON text frames):
 
 Events are numbered 0, 1, 2 … in each generation, so a client knows ``after``
 by counting the frames of that generation (the ``start`` frame is 0). An invalid
-message gets an ``error`` frame and the socket stays usable; one generation
-streams per socket at a time. Closing the socket detaches: the generation runs
-on within ``SLUICE_DETACH_GRACE_S`` so a reconnect can resume it. The server
-pings every ``SLUICE_WS_PING_S`` so proxies keep the connection.
+message (bad JSON, nested 100,000 deep, a lone surrogate: ``chat.loads``, the
+body's rules) gets an ``error`` frame and the socket stays usable; one
+generation streams per socket at a time. Before the socket is accepted the
+handshake is checked (key, HTTP version, ``Origin``) and its writes are made
+whole: see ``sluice.websocket``. Closing the socket detaches: the generation
+runs on within ``SLUICE_DETACH_GRACE_S`` so a reconnect can resume it. The
+server pings every ``SLUICE_WS_PING_S`` so proxies keep the connection.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import threading
 from typing import Any
 
@@ -27,14 +30,26 @@ from flask import Blueprint, current_app, g
 from flask_sock import Sock
 
 from ..broker import one_by_one
-from ..chat import parse_chat
+from ..chat import loads, parse_chat
 from ..errors import GenerationNotFound, InvalidRequest, SluiceError
 from ..events import TERMINAL, dumps, error
 from ..generations import Generations
 from ..tasks import Task, spawn
+from ..websocket import check_handshake
 
 bp = Blueprint("ws", __name__)
+bp.before_request(check_handshake)
 sock = Sock()
+log = logging.getLogger(__name__)
+
+
+def _error_frame(exc: SluiceError) -> str:
+    """An ``error`` frame; ``retry_after`` when the error carries a ``Retry-After``."""
+    data = error(exc)
+    retry_after = exc.headers.get("Retry-After")
+    if retry_after is not None:
+        data["error"].setdefault("retry_after", int(retry_after))
+    return dumps(data)
 
 
 class _Session:
@@ -61,14 +76,10 @@ class _Session:
     def handle(self, raw: str | bytes) -> None:
         """Act on one client message; a bad one is answered with an ``error`` frame."""
         try:
-            message = json.loads(raw)
+            message = loads(raw)
             if not isinstance(message, dict):
-                raise ValueError
-        except (ValueError, UnicodeDecodeError):
-            self.send(dumps(error(InvalidRequest("Each message must be a JSON object."))))
-            return
-        kind = message.get("type")
-        try:
+                raise InvalidRequest("Each message must be a JSON object.")
+            kind = message.get("type")
             if kind == "chat":
                 self._chat(message)
             elif kind == "resume":
@@ -76,9 +87,12 @@ class _Session:
             elif kind == "cancel":
                 self._cancel()
             else:
-                raise InvalidRequest("'type' must be chat, resume or cancel.")
+                raise InvalidRequest("'type' must be chat, resume or cancel.", param="type")
         except SluiceError as exc:
-            self.send(dumps(error(exc)))
+            self.send(_error_frame(exc))
+        except Exception:  # a bug: logged, and the socket lives (no HTTP 500 written into it)
+            log.exception("unhandled error on a WebSocket message")
+            self.send(_error_frame(SluiceError()))
 
     def _busy(self) -> None:
         if self._active.is_set():
@@ -87,7 +101,7 @@ class _Session:
     def _chat(self, message: dict[str, Any]) -> None:
         self._busy()
         body = {key: value for key, value in message.items() if key != "type"}
-        chat = parse_chat(body, self.default_model)
+        chat = parse_chat(body, self.default_model, g.get("request_id"))
         generation = self.generations.start_detached(chat, owner=self.key)
         self._follow(generation.id, -1)
 
