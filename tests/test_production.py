@@ -17,6 +17,7 @@ from urllib.parse import quote
 import openai
 import pytest
 import requests
+import simple_websocket
 
 from providers.demo import answer
 from tests.conftest import wait_until
@@ -164,6 +165,45 @@ def test_rate_limit_is_shared_by_workers_through_redis(start_server, tmp_path):
         assert statuses.count(200) == 5 and statuses.count(429) == 5
     finally:
         redis_server.stop()
+
+
+@pytest.mark.slow
+def test_the_rate_limit_is_one_budget_across_routes_and_websocket_messages(start_server):
+    srv = start_server(SLUICE_RATE_LIMIT="10/minute")
+    ws = simple_websocket.Client.connect(srv.url.replace("http://", "ws://") + "/ws")  # 1: the handshake
+
+    def ws_chat() -> dict:
+        ws.send(json.dumps({"type": "chat", **CHAT}))
+        frame = json.loads(ws.receive(timeout=10))
+        while frame["type"] not in ("done", "error"):
+            frame = json.loads(ws.receive(timeout=10))
+        return frame
+
+    try:
+        assert ws_chat()["type"] == "done" and ws_chat()["type"] == "done"  # 2, 3
+        url = srv.url
+        answered = [
+            requests.post(url + "/api/chat", json={**CHAT, "stream": False}, timeout=10),  # 4
+            requests.post(url + "/api/chat", json={**CHAT, "stream": False}, timeout=10),  # 5
+            requests.post(url + "/v1/chat/completions", json=CHAT, timeout=10),  # 6
+            requests.post(url + "/v1/chat/completions", json=CHAT, timeout=10),  # 7
+            requests.post(url + "/api/generations", json=CHAT, timeout=10),  # 8
+            requests.post(url + "/api/generations", json=CHAT, timeout=10),  # 9
+            requests.get(url + "/stream", params={"prompt": "hi"}, timeout=10),  # 10
+        ]
+        assert [r.status_code for r in answered] == [200, 200, 200, 200, 202, 202, 200]
+        refused = ws_chat()  # 11: an error frame, and the socket lives
+        assert refused["type"] == "error" and refused["error"]["code"] == "rate_limited", refused
+        assert 0 < refused["error"]["retry_after"] <= 60
+        ws.send(json.dumps({"type": "cancel"}))  # never limited: answered on its merits
+        assert json.loads(ws.receive(timeout=10))["error"]["message"] == "Nothing to cancel."
+        for method, path in (("post", "/api/chat"), ("post", "/v1/chat/completions"), ("get", "/stream?prompt=hi")):
+            r = getattr(requests, method)(url + path, json=CHAT, timeout=10)
+            assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0, (path, r.status_code)
+        assert requests.get(url + "/healthz", timeout=10).status_code == 200
+    finally:
+        ws.close()
+    srv.wait_idle()
 
 
 # -- retries, fallbacks, faults ----------------------------------------------------------

@@ -13,11 +13,14 @@ Events are numbered 0, 1, 2 … in each generation, so a client knows ``after``
 by counting the frames of that generation (the ``start`` frame is 0). An invalid
 message (bad JSON, nested 100,000 deep, a lone surrogate: ``chat.loads``, the
 body's rules) gets an ``error`` frame and the socket stays usable; one
-generation streams per socket at a time. Before the socket is accepted the
-handshake is checked (key, HTTP version, ``Origin``) and its writes are made
-whole: see ``sluice.websocket``. Closing the socket detaches: the generation
-runs on within ``SLUICE_DETACH_GRACE_S`` so a reconnect can resume it. The
-server pings every ``SLUICE_WS_PING_S`` so proxies keep the connection.
+generation streams per socket at a time. Each ``chat`` and ``resume`` message
+spends one request of the key's rate limit (``limits.spend_request``); over
+it, an ``error`` frame ``rate_limited`` with ``retry_after``. Before the socket
+is accepted the handshake is checked (key, HTTP version, ``Origin``) and its
+writes are made whole: see ``sluice.websocket``. Closing the socket detaches:
+the generation runs on within ``SLUICE_DETACH_GRACE_S`` so a reconnect can
+resume it. The server pings every ``SLUICE_WS_PING_S`` so proxies keep the
+connection.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 from flask import Blueprint, current_app, g
 from flask_sock import Sock
 
+from .. import limits
 from ..broker import one_by_one
 from ..chat import loads, parse_chat
 from ..errors import GenerationNotFound, InvalidRequest, SluiceError
@@ -81,10 +85,12 @@ class _Session:
                 raise InvalidRequest("Each message must be a JSON object.")
             kind = message.get("type")
             if kind == "chat":
+                limits.spend_request()
                 self._chat(message)
             elif kind == "resume":
+                limits.spend_request()
                 self._resume(message)
-            elif kind == "cancel":
+            elif kind == "cancel":  # never limited: stopping what one started is always allowed
                 self._cancel()
             else:
                 raise InvalidRequest("'type' must be chat, resume or cancel.", param="type")
