@@ -457,6 +457,35 @@ def test_random_disconnects_and_a_client_that_never_reads_leak_nothing(start_ser
     assert requests.get(srv.url + "/healthz", timeout=5).status_code == 200
 
 
+@pytest.mark.slow
+def test_a_client_dropped_at_the_send_timeout_is_one_warning_line(start_server):
+    srv = start_server(SLUICE_DEMO_DELAY_MS="0", SLUICE_SEND_TIMEOUT_S="1", SLUICE_MAX_BODY_BYTES="20000000")
+    host, port = srv.url.removeprefix("http://").split(":")
+    # A 6 MB answer: more than the kernel's socket buffers hold, so the writes stall.
+    big = json.dumps({"messages": [{"role": "user", "content": ("x" * 100_000 + " ") * 60}]}).encode()
+    request = (
+        b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(big)}\r\n\r\n".encode()
+        + big
+    )
+    never_read = []
+    for _ in range(3):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        sock.sendall(request)
+        never_read.append(sock)
+    try:
+        srv.wait_idle(20)  # each dropped after SLUICE_SEND_TIMEOUT_S without progress
+        wait_until(lambda: srv.log().count("Dropped a client that stopped reading") == 3, 10, "three warnings")
+        log = srv.log()
+        assert log.count("[WARNING] Dropped a client") == 3
+        assert "Traceback" not in log and "[ERROR]" not in log, log
+    finally:
+        for sock in never_read:
+            sock.close()
+
+
 # -- fuzzed input -------------------------------------------------------------------------
 
 
