@@ -11,6 +11,9 @@ without gunicorn.conf.py"): the gevent worker, ``worker_connections`` and
 
 import os
 import resource
+import sys
+
+from gunicorn.glogging import Logger
 
 bind = os.environ.get("SLUICE_BIND", "127.0.0.1:8000")
 # gevent records, for each greenlet, who spawned it and ten frames of the
@@ -43,6 +46,27 @@ control_socket_disable = True
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("SLUICE_LOG_LEVEL", "info")
+
+
+class SluiceLogger(Logger):
+    """gunicorn's logger, except that a client dropped at the send timeout is one WARNING line.
+
+    A client that stops reading is dropped once a write has made no progress
+    for ``SLUICE_SEND_TIMEOUT_S`` (``sluice/disconnect.py``, ``limit_send``): a
+    normal event, which Sluice's access line records (outcome ``cancelled``).
+    The write's ``TimeoutError`` reaches gunicorn's gevent worker, which logs
+    any socket error but a reset or a broken pipe at ERROR with its traceback
+    (about 45 lines). A socket timeout there can only be that write.
+    """
+
+    def exception(self, msg, *args, **kwargs):
+        if isinstance(sys.exc_info()[1], TimeoutError):
+            self.warning("Dropped a client that stopped reading: no write progress for SLUICE_SEND_TIMEOUT_S.")
+            return
+        super().exception(msg, *args, **kwargs)
+
+
+logger_class = SluiceLogger
 
 
 def on_starting(server):

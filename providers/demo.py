@@ -125,21 +125,24 @@ class DemoProvider:
             raise ModelNotFound(f"Unknown model 'demo/{model}': the demo provider has 'echo' and 'think'.")
         where = f"demo/{model}"
         if request.tools and request.tool_choice != "none":
-            raise InvalidRequest(f"tools: {where} cannot call tools.")
+            raise InvalidRequest(f"tools: {where} cannot call tools.", param="tools")
         kind = (request.response_format or {}).get("type", "text")
         if kind != "text":
-            raise InvalidRequest(f"response_format {kind}: {where} only answers text.")
+            raise InvalidRequest(f"response_format {kind}: {where} only answers text.", param="response_format")
         for name in _REFUSED_OPTIONS:
             if request.options.get(name):
-                raise InvalidRequest(f"{name}: {where} has no token probabilities.")
+                raise InvalidRequest(f"{name}: {where} has no token probabilities.", param=name)
         if request.options.get("n", 1) != 1:
-            raise InvalidRequest(f"n: {where} gives one answer.")
+            raise InvalidRequest(f"n: {where} gives one answer.", param="n")
         if "reasoning_effort" in request.options and model != "think":
-            raise InvalidRequest(f"reasoning_effort: {where} does not reason; try demo/think.")
+            raise InvalidRequest(
+                f"reasoning_effort: {where} does not reason; try demo/think.", param="reasoning_effort"
+            )
         if request.extra:
-            raise InvalidRequest(f"extra: {where} has no server-specific settings.")
-        if any(message.images for message in request.messages):
-            raise InvalidRequest(f"image_url: {where} cannot see images.")
+            raise InvalidRequest(f"extra: {where} has no server-specific settings.", param="extra")
+        for index, message in enumerate(request.messages):
+            if message.images:
+                raise InvalidRequest(f"image_url: {where} cannot see images.", param=f"messages[{index}].content")
 
     def stream(self, request: ChatRequest, model: str, abort: Abort) -> Generator[Piece, None, Finish]:
         """Yield the reasoning (``think``), then the answer's pieces, pausing between them."""

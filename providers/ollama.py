@@ -12,13 +12,15 @@ become the message's base64 ``images``. What Ollama cannot do (``n`` > 1,
 
 The body is read as raw chunks as they arrive and split into lines as bytes;
 only whole lines are decoded, so a UTF-8 character split across two network
-reads survives. Each line's ``message.thinking`` is reasoning, its
-``message.content`` answer text (with the line's ``logprobs``), each of its
-``message.tool_calls`` one whole ``tool_call`` piece (with an id made up when
-Ollama gives none); the ``done`` line gives the finish reason (``tool_calls``
-when the model called tools, as OpenAI says it) and the usage it reported
-(``prompt_eval_count``, ``eval_count``); an ``{"error": …}`` line is an
-upstream error.
+reads survives. Bytes that are not UTF-8, and lone ``\\ud800`` escapes,
+become U+FFFD (``valid_text``) in every piece. Each line's
+``message.thinking`` is reasoning, its ``message.content`` answer text (with
+the line's ``logprobs``), each of its ``message.tool_calls`` one whole
+``tool_call`` piece (with an id made up when Ollama gives none); the ``done``
+line gives the finish reason (``tool_calls`` when the model called tools, as
+OpenAI says it) and the usage it reported (``prompt_eval_count``,
+``eval_count``); an ``{"error": …}`` line is an upstream error. The client's
+request id goes upstream as ``X-Request-ID``.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ from sluice.provider import (
     merge_extra,
     refuse_unsupported,
     retry_after_seconds,
+    valid_text,
+    valid_value,
 )
 
 __all__ = ["OllamaProvider", "iter_lines", "ollama_body"]
@@ -137,10 +141,15 @@ class OllamaProvider:
     def stream(self, request: ChatRequest, model: str, abort: Abort) -> Generator[Piece, None, Finish]:
         """Yield the pieces of Ollama's answer; see the module docstring."""
         body = ollama_body(request, model)
+        headers = {"X-Request-ID": request.request_id} if request.request_id else None
         try:
             # Read timeout None: the runner enforces first-token and idle deadlines.
             response = self.session.post(
-                f"{self.base_url}/api/chat", json=body, stream=True, timeout=(self.connect_timeout_s, None)
+                f"{self.base_url}/api/chat",
+                json=body,
+                headers=headers,
+                stream=True,
+                timeout=(self.connect_timeout_s, None),
             )
         except requests.RequestException as exc:
             raise UpstreamUnavailable() from exc
@@ -158,11 +167,11 @@ class OllamaProvider:
                     message = part.get("message") or {}
                     thinking = message.get("thinking")
                     if thinking:
-                        yield Reasoning(thinking)
+                        yield Reasoning(valid_text(thinking))
                     content = message.get("content")
                     if content:
                         logprobs = part.get("logprobs")
-                        yield Text(content, logprobs) if logprobs else content
+                        yield Text(valid_text(content), valid_value(logprobs)) if logprobs else valid_text(content)
                     for call in message.get("tool_calls") or ():
                         yield _tool_call(call, calls)
                         calls += 1
@@ -218,7 +227,8 @@ class OllamaProvider:
 
 def _parse(line: bytes) -> dict[str, Any]:
     try:
-        part = json.loads(line)
+        # Bytes that are not UTF-8 become U+FFFD here rather than failing the line.
+        part = json.loads(line.decode("utf-8", "replace"))
     except ValueError:
         raise UpstreamError("The model provider sent a line that is not JSON.") from None
     if not isinstance(part, dict):
@@ -243,15 +253,17 @@ def ollama_body(request: ChatRequest, model: str) -> dict[str, Any]:
     refuse_unsupported(request, where)
     given = request.options
     if "logit_bias" in given:
-        raise InvalidRequest(f"logit_bias: {where} has no logit bias.")
+        raise InvalidRequest(f"logit_bias: {where} has no logit bias.", param="logit_bias")
     tools = request.tools
     choice = request.tool_choice
     if choice == "required" or isinstance(choice, dict):
-        raise InvalidRequest(f"tool_choice: {where} cannot be made to call a tool; use auto or none.")
+        raise InvalidRequest(
+            f"tool_choice: {where} cannot be made to call a tool; use auto or none.", param="tool_choice"
+        )
     if choice == "none":
         tools = None  # a model offered no tools calls none
     if request.parallel_tool_calls is False:
-        raise InvalidRequest(f"parallel_tool_calls: {where} cannot be kept to one call.")
+        raise InvalidRequest(f"parallel_tool_calls: {where} cannot be kept to one call.", param="parallel_tool_calls")
     names = {call.id: call.name for m in request.messages for call in m.tool_calls}
     body: dict[str, Any] = {
         "model": model,
@@ -286,7 +298,10 @@ def _message(message: Message, index: int, names: dict[str, str], where: str) ->
     images = []
     for part in message.images:
         if not part.is_data_url:
-            raise InvalidRequest(f"messages[{index}]: {where} takes images as data: URLs only, not http(s) links.")
+            raise InvalidRequest(
+                f"messages[{index}]: {where} takes images as data: URLs only, not http(s) links.",
+                param=f"messages[{index}].content",
+            )
         images.append(part.url.partition(",")[2])
     if images:
         out["images"] = images
@@ -298,7 +313,10 @@ def _message(message: Message, index: int, names: dict[str, str], where: str) ->
             except ValueError:
                 arguments = None
             if not isinstance(arguments, dict):
-                raise InvalidRequest(f"messages[{index}].tool_calls: arguments must be a JSON object for {where}.")
+                raise InvalidRequest(
+                    f"messages[{index}].tool_calls: arguments must be a JSON object for {where}.",
+                    param=f"messages[{index}].tool_calls",
+                )
             calls.append({"function": {"name": call.name, "arguments": arguments}})
         out["tool_calls"] = calls
     if role == "tool":
@@ -306,7 +324,9 @@ def _message(message: Message, index: int, names: dict[str, str], where: str) ->
         if tool_name:
             out["tool_name"] = tool_name
     elif message.name is not None:
-        raise InvalidRequest(f"messages[{index}].name: {where} has no participant names.")
+        raise InvalidRequest(
+            f"messages[{index}].name: {where} has no participant names.", param=f"messages[{index}].name"
+        )
     return out
 
 
@@ -318,7 +338,12 @@ def _tool_call(call: Any, index: int) -> ToolCallPart:
     arguments = function.get("arguments", {})
     text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
     call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else None
-    return ToolCallPart(index, text, call_id or "call_" + secrets.token_hex(12), function["name"])
+    return ToolCallPart(
+        index,
+        valid_text(text),
+        valid_text(call_id) if call_id else "call_" + secrets.token_hex(12),
+        valid_text(function["name"]),
+    )
 
 
 def _finish(part: dict[str, Any], calls: int) -> Finish:
@@ -351,7 +376,7 @@ def _status_error(status: int, reason: str, model: str, retry_after: str | None)
     said = f": {reason}" if reason else "."
     if status in (400, 413, 422):
         if _CONTEXT.search(reason):
-            return ContextLengthExceeded(f"The prompt does not fit ollama/{model}'s context{said}")
+            return ContextLengthExceeded(f"The prompt does not fit ollama/{model}'s context{said}", param="messages")
         return InvalidRequest(f"The Ollama server refused the request{said}")
     if status == 404:
         return ModelNotFound(f"The model 'ollama/{model}' is not available on the Ollama server{said}")

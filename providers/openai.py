@@ -10,8 +10,11 @@ informing fields, and the client's extras merged in (sent through the SDK's
 ``extra_body``, so server-specific knobs such as vLLM's ``top_k`` need no code
 here). The answer comes back as typed pieces: ``content`` (with its
 ``logprobs``), ``reasoning_content`` or ``reasoning``, ``refusal``, and
-``tool_calls`` fragments as they arrive; the upstream's own ``finish_reason``
-and the usage it reported, details included.
+``tool_calls`` fragments as they arrive, each string made valid Unicode
+(``valid_text``: a lone ``\\ud800`` escape becomes U+FFFD); the upstream's own
+``finish_reason``, the usage it reported, details included, and its
+``system_fingerprint``. The client's request id goes upstream as
+``X-Request-ID``.
 
 Embeddings (``embed``) go to the server's ``/v1/embeddings`` through the
 SDK, the client's extras in ``extra_body``.
@@ -55,6 +58,8 @@ from sluice.provider import (
     merge_extra,
     refuse_unsupported,
     retry_after_seconds,
+    valid_text,
+    valid_value,
 )
 
 __all__ = ["OpenAIProvider", "map_openai_error", "openai_body"]
@@ -110,9 +115,10 @@ def map_openai_error(exc: Exception) -> SluiceError:
     said = f": {reason}" if reason else "."
     retry_after = retry_after_seconds(exc.response.headers.get("Retry-After"))
     if status in (400, 413, 422):
+        param = exc.param if isinstance(exc.param, str) else None  # the field the upstream named
         if exc.code == "context_length_exceeded" or _CONTEXT.search(reason):
-            return ContextLengthExceeded(f"The prompt does not fit the model's context{said}")
-        return InvalidRequest(f"The OpenAI-compatible server refused the request{said}")
+            return ContextLengthExceeded(f"The prompt does not fit the model's context{said}", param=param)
+        return InvalidRequest(f"The OpenAI-compatible server refused the request{said}", param=param)
     if status == 404:
         return ModelNotFound(f"The model is not available at the OpenAI-compatible server{said}")
     if status == 429:
@@ -159,22 +165,23 @@ def _pieces(chunk: Any) -> Generator[Piece, None, tuple[str, str | None] | None]
             extra = delta.model_extra or {}
             thought = extra.get("reasoning_content") or extra.get("reasoning") or getattr(delta, "reasoning", None)
             if isinstance(thought, str) and thought:
-                yield Reasoning(thought)
+                yield Reasoning(valid_text(thought))
             if delta.content:
                 logprobs = choice.logprobs
                 if logprobs is not None:
-                    yield Text(delta.content, logprobs.model_dump(exclude_none=True))
+                    yield Text(valid_text(delta.content), valid_value(logprobs.model_dump(exclude_none=True)))
                 else:
-                    yield delta.content
+                    yield valid_text(delta.content)
             if delta.refusal:
-                yield Refusal(delta.refusal)
+                yield Refusal(valid_text(delta.refusal))
             for call in delta.tool_calls or ():
                 function = call.function
+                name = function.name if function is not None else None
                 yield ToolCallPart(
                     call.index,
-                    (function.arguments if function is not None else None) or "",
-                    call.id or None,
-                    (function.name if function is not None else None) or None,
+                    valid_text((function.arguments if function is not None else None) or ""),
+                    valid_text(call.id) if call.id else None,
+                    valid_text(name) if name else None,
                 )
         if choice.finish_reason:
             # vLLM names the stop string that ended the answer in ``stop_reason`` (a token id is an int).
@@ -221,17 +228,22 @@ class OpenAIProvider:
         body = openai_body(request, model)
         named = {key: value for key, value in body.items() if key in _NAMED}
         extra_body = {key: value for key, value in body.items() if key not in _NAMED and key != "model"}
+        headers = {"X-Request-ID": request.request_id} if request.request_id else None
         try:
-            stream = self.client.chat.completions.create(model=body["model"], extra_body=extra_body or None, **named)
+            stream = self.client.chat.completions.create(
+                model=body["model"], extra_body=extra_body or None, extra_headers=headers, **named
+            )
         except openai.OpenAIError as exc:
             raise map_openai_error(exc) from exc
-        reason, stop, usage = "stop", None, None
+        reason, stop, usage, fingerprint = "stop", None, None, None
         with stream:
             abort.on_abort(stream.close)
             try:
                 for chunk in stream:
                     if chunk.usage is not None:
                         usage = chunk.usage
+                    if chunk.system_fingerprint:
+                        fingerprint = chunk.system_fingerprint
                     said = yield from _pieces(chunk)
                     if said:
                         reason, stop = said
@@ -247,7 +259,12 @@ class OpenAIProvider:
             except Exception as exc:  # httpx transport errors surface unwrapped mid-stream
                 raise UpstreamError("The model provider's stream broke off.") from exc
         counts = usage.model_dump(exclude_none=True, exclude_unset=True) if usage is not None else {}
-        return Finish(reason, counts, stop_sequence=stop if reason == "stop" else None)
+        return Finish(
+            reason,
+            counts,
+            valid_text(fingerprint) if fingerprint else None,
+            stop if reason == "stop" else None,
+        )
 
     def embed(self, request: EmbedRequest, model: str, timeout_s: float) -> Embeddings:
         """``POST /v1/embeddings`` through the SDK (which asks for base64 and decodes it)."""

@@ -15,7 +15,14 @@ a refused request costs no read) reads every body here, once:
   config's ``pre_request`` also keeps gunicorn from inviting it with
   ``100 Continue``), one that turns out larger when read is refused as well;
 - broken framing (a bad chunk size, a chunked body cut short) is a
-  ``400 invalid_request``, mapped in ``sluice.errors``, never a trace.
+  ``400 invalid_request``, mapped in ``sluice.errors``, never a trace; so is
+  a body that ends (the client half-closed) before its ``Content-Length``;
+- under gunicorn, a chunk that declares more than ``SLUICE_MAX_BODY_BYTES``
+  is refused as its size line arrives, not after waiting for bytes that can
+  never be accepted: ``413``, or ``400`` for a size past 64 bits
+  (``ffffffffffffffffffff``), which no HTTP parser takes. gunicorn's chunked
+  reader, which has no bound of its own, is swapped for ``_BoundedChunks``
+  before the first byte is read.
 
 The view then reads the body from memory, exactly as before (``read_json``).
 """
@@ -28,13 +35,39 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, current_app, request
+from gunicorn.http.body import ChunkedReader
+from gunicorn.http.errors import InvalidChunkSize
 
-from .errors import PayloadTooLarge, RequestTimeout
+from .errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 from .tasks import gevent_active
 
 __all__ = ["init_app"]
 
 _STEP = 64 * 1024
+_MAX_CHUNK_SIZE = 2**64 - 1  # past it a size line is malformed, as for nginx and llhttp
+
+
+class _BoundedChunks(ChunkedReader):  # type: ignore[misc]  # gunicorn ships no types
+    """gunicorn's chunked reader that refuses a chunk larger than the whole body may be, at its size line."""
+
+    def __init__(self, req: Any, unreader: Any, limit: int) -> None:
+        super().__init__(req, unreader)
+        self.limit = limit
+
+    def parse_chunk_size(self, unreader: Any, data: Any = None) -> Any:
+        size, rest = super().parse_chunk_size(unreader, data)
+        if size > _MAX_CHUNK_SIZE:
+            raise InvalidChunkSize(b"over 64 bits")
+        if size > self.limit:
+            raise PayloadTooLarge()
+        return size, rest
+
+
+def _bound_chunks(stream: Any, limit: int) -> None:
+    """Under gunicorn, read a chunked body with ``_BoundedChunks`` (nothing of it has been read yet)."""
+    reader: Any = getattr(stream, "reader", None)
+    if type(reader) is ChunkedReader:
+        stream.reader = _BoundedChunks(reader.req, reader.req.unreader, limit)
 
 
 class _Late(Exception):
@@ -111,9 +144,14 @@ def _read_body() -> None:
     # Never past Content-Length (a server may hand over the raw socket: flask run);
     # without one, a byte past the limit tells a body that is too large.
     limit = declared if declared is not None else max_bytes + 1
+    if declared is None:
+        _bound_chunks(environ["wsgi.input"], max_bytes)
     body = _read_within(environ, limit, config["SLUICE_BODY_TIMEOUT_S"])
     if len(body) > max_bytes:
         raise PayloadTooLarge()
+    if declared is not None and len(body) < declared:
+        # The client closed its side before the body was whole: what came is not the request.
+        raise InvalidRequest("The request body ended before its Content-Length.")
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
     environ["wsgi.input_terminated"] = True

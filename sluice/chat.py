@@ -1,7 +1,9 @@
 """Turn a request body into a validated, frozen ``ChatRequest``: the whole request, carried whole.
 
 Everything a client can send wrong is caught here, once, with a message that
-names the field; providers only ever see a valid request. Two bodies build the
+names the field and the field's path in ``InvalidRequest.param``
+(``messages[0].role``, ``options.temperature``); providers only ever see a
+valid request. Two bodies build the
 same value: Sluice's own (``parse_chat``: sampling under ``options``, server
 knobs under ``extra``) and OpenAI's (``parse_openai``: sampling at the top
 level, any unknown top-level field passed through as an extra). Messages are
@@ -31,6 +33,7 @@ __all__ = [
     "Message",
     "Part",
     "ToolCall",
+    "loads",
     "parse_chat",
     "parse_openai",
     "read_json",
@@ -131,7 +134,8 @@ class ChatRequest:
 
     ``options`` holds the sampling and limit fields that were given, under
     OpenAI's names (``OPTION_NAMES``); ``info`` the fields that only inform;
-    ``extra`` what goes into the upstream body as given.
+    ``extra`` what goes into the upstream body as given; ``request_id`` the id
+    the route gave the request, forwarded upstream.
     """
 
     model: str  # as the client named it, or the default ("demo/echo")
@@ -144,6 +148,9 @@ class ChatRequest:
     extra: Mapping[str, Any] = field(default_factory=dict)
     info: Mapping[str, Any] = field(default_factory=dict)
     stream: bool = True
+    # The request's id (``X-Request-ID``, see ``sluice.logs``): it only informs, and
+    # providers send it upstream so both ends' logs name the same request.
+    request_id: str | None = None
 
     @property
     def max_tokens(self) -> int | None:
@@ -190,21 +197,33 @@ def read_json(request: Request, max_bytes: int, any_type: bool = False) -> Any:
         raise PayloadTooLarge()
     if not raw.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidRequest("The request body is not valid UTF-8.") from None
+    return loads(raw, "request body")
+
+
+def loads(raw: bytes | str, what: str = "message") -> Any:
+    """Decode one JSON document (a request body, a WebSocket message) by the body's rules.
+
+    :param what: how messages name it ("request body", "message").
+    :raise InvalidRequest: it is not valid UTF-8 JSON, nests too deeply, or holds a lone surrogate.
+    """
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest(f"The {what} is not valid UTF-8.") from None
+    else:
+        text = raw
     try:
         body = json.loads(text, parse_constant=_reject_constant)
     except ValueError:
-        raise InvalidRequest("The request body is not valid JSON.") from None
+        raise InvalidRequest(f"The {what} is not valid JSON.") from None
     except RecursionError:
         # The C decoder counts its depth against the recursion limit and stops cleanly.
-        raise InvalidRequest("The JSON body nests too deeply.") from None
+        raise InvalidRequest(f"The JSON {what} nests too deeply.") from None
     # "\ud800" alone parses into a str that no UTF-8 writer can send back; escaped
     # pairs (emoji from ASCII-only encoders) are fine. Only look when an escape is there.
     if _SURROGATE_ESCAPE.search(text) and not _encodable(body):
-        raise InvalidRequest("The request body holds a lone UTF-16 surrogate escape.")
+        raise InvalidRequest(f"The {what} holds a lone UTF-16 surrogate escape.")
     return body
 
 
@@ -290,70 +309,83 @@ def _check_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
             continue
         check, valid = _OPTIONS[name]
         if not check(value):
-            raise InvalidRequest(f"{where}{name} must be {valid}.")
+            raise InvalidRequest(f"{where}{name} must be {valid}.", param=f"{where}{name}")
         checked[name] = value
     return checked
 
 
 def _parse_part(part: Any, where: str) -> Part:
     if not isinstance(part, dict):
-        raise InvalidRequest(f"{where} must be an object.")
+        raise InvalidRequest(f"{where} must be an object.", param=where)
     kind = part.get("type")
     if kind == "text":
         text = part.get("text")
         if not isinstance(text, str):
-            raise InvalidRequest(f"{where}.text must be a string.")
+            raise InvalidRequest(f"{where}.text must be a string.", param=f"{where}.text")
         return Part("text", text=text)
     if kind == "image_url":
         image = part.get("image_url")
         url = image.get("url") if isinstance(image, dict) else None
         if not isinstance(url, str):
-            raise InvalidRequest(f"{where}.image_url.url must be a string.")
+            raise InvalidRequest(f"{where}.image_url.url must be a string.", param=f"{where}.image_url.url")
         detail = image.get("detail")  # type: ignore[union-attr]
         if detail is not None and detail not in ("auto", "low", "high"):
-            raise InvalidRequest(f"{where}.image_url.detail must be auto, low or high.")
+            raise InvalidRequest(
+                f"{where}.image_url.detail must be auto, low or high.", param=f"{where}.image_url.detail"
+            )
         if url.startswith("data:"):
             header = _DATA_URL.match(url)
             if header is None:
-                raise InvalidRequest(f"{where}.image_url.url: a data URL must be data:image/<type>;base64,<data>.")
+                raise InvalidRequest(
+                    f"{where}.image_url.url: a data URL must be data:image/<type>;base64,<data>.",
+                    param=f"{where}.image_url.url",
+                )
             try:
                 binascii.a2b_base64(url[header.end() :], strict_mode=True)
             except (binascii.Error, ValueError):
-                raise InvalidRequest(f"{where}.image_url.url: the data URL is not valid base64.") from None
+                raise InvalidRequest(
+                    f"{where}.image_url.url: the data URL is not valid base64.", param=f"{where}.image_url.url"
+                ) from None
         elif not url.startswith(("http://", "https://")):
-            raise InvalidRequest(f"{where}.image_url.url must be a data: or http(s) URL.")
+            raise InvalidRequest(
+                f"{where}.image_url.url must be a data: or http(s) URL.", param=f"{where}.image_url.url"
+            )
         return Part("image_url", url=url, detail=detail)
-    raise InvalidRequest(f"{where}.type must be text or image_url.")
+    raise InvalidRequest(f"{where}.type must be text or image_url.", param=f"{where}.type")
 
 
 def _parse_tool_call(call: Any, where: str) -> ToolCall:
     if not isinstance(call, dict):
-        raise InvalidRequest(f"{where} must be an object.")
+        raise InvalidRequest(f"{where} must be an object.", param=where)
     function = call.get("function")
     if call.get("type", "function") != "function" or not isinstance(function, dict):
-        raise InvalidRequest(f"{where} must be {{'type': 'function', 'function': {{...}}}}.")
+        raise InvalidRequest(f"{where} must be {{'type': 'function', 'function': {{...}}}}.", param=where)
     call_id, name, arguments = call.get("id"), function.get("name"), function.get("arguments", "")
     if not isinstance(call_id, str) or not call_id:
-        raise InvalidRequest(f"{where}.id must be a string.")
+        raise InvalidRequest(f"{where}.id must be a string.", param=f"{where}.id")
     if not isinstance(name, str) or not name:
-        raise InvalidRequest(f"{where}.function.name must be a string.")
+        raise InvalidRequest(f"{where}.function.name must be a string.", param=f"{where}.function.name")
     if not isinstance(arguments, str):
-        raise InvalidRequest(f"{where}.function.arguments must be a JSON string.")
+        raise InvalidRequest(f"{where}.function.arguments must be a JSON string.", param=f"{where}.function.arguments")
     return ToolCall(call_id, name, arguments)
 
 
 def _parse_message(item: Any, index: int) -> Message:
     where = f"messages[{index}]"
     if not isinstance(item, dict):
-        raise InvalidRequest(f"{where} must be an object.")
+        raise InvalidRequest(f"{where} must be an object.", param=where)
     role = item.get("role")
     if role not in ROLES:
-        raise InvalidRequest(f"{where}.role must be one of system, developer, user, assistant, tool.")
+        raise InvalidRequest(
+            f"{where}.role must be one of system, developer, user, assistant, tool.", param=f"{where}.role"
+        )
     raw_calls = item.get("tool_calls")
     calls: tuple[ToolCall, ...] = ()
     if raw_calls is not None:
         if role != "assistant" or not isinstance(raw_calls, list):
-            raise InvalidRequest(f"{where}.tool_calls must be a list, on an assistant message.")
+            raise InvalidRequest(
+                f"{where}.tool_calls must be a list, on an assistant message.", param=f"{where}.tool_calls"
+            )
         calls = tuple(_parse_tool_call(call, f"{where}.tool_calls[{i}]") for i, call in enumerate(raw_calls))
     content = item.get("content")
     parsed: str | tuple[Part, ...] | None
@@ -362,20 +394,22 @@ def _parse_message(item: Any, index: int) -> Message:
     elif isinstance(content, list):
         parsed = tuple(_parse_part(part, f"{where}.content[{i}]") for i, part in enumerate(content))
         if role != "user" and any(part.type != "text" for part in parsed):
-            raise InvalidRequest(f"{where}.content: only user messages may carry images.")
+            raise InvalidRequest(f"{where}.content: only user messages may carry images.", param=f"{where}.content")
     elif content is None and role == "assistant" and ("content" in item or calls):
         parsed = None
     else:
-        raise InvalidRequest(f"{where}.content must be a string or a list of parts.")
+        raise InvalidRequest(f"{where}.content must be a string or a list of parts.", param=f"{where}.content")
     name = item.get("name")
     if name is not None and not isinstance(name, str):
-        raise InvalidRequest(f"{where}.name must be a string.")
+        raise InvalidRequest(f"{where}.name must be a string.", param=f"{where}.name")
     tool_call_id = item.get("tool_call_id")
     if role == "tool":
         if not isinstance(tool_call_id, str) or not tool_call_id:
-            raise InvalidRequest(f"{where}.tool_call_id must be the id of the call it answers.")
+            raise InvalidRequest(
+                f"{where}.tool_call_id must be the id of the call it answers.", param=f"{where}.tool_call_id"
+            )
     elif tool_call_id is not None:
-        raise InvalidRequest(f"{where}.tool_call_id belongs on tool messages only.")
+        raise InvalidRequest(f"{where}.tool_call_id belongs on tool messages only.", param=f"{where}.tool_call_id")
     return Message(role, parsed, name, calls, tool_call_id)
 
 
@@ -385,16 +419,21 @@ def _parse_tools(body: Mapping[str, Any]) -> dict[str, Any]:
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
-            raise InvalidRequest("'tools' must be a list.")
+            raise InvalidRequest("'tools' must be a list.", param="tools")
         for i, tool in enumerate(tools):
             function = tool.get("function") if isinstance(tool, dict) else None
             if not isinstance(function, dict) or tool.get("type") != "function":
-                raise InvalidRequest(f"tools[{i}] must be {{'type': 'function', 'function': {{...}}}}.")
+                raise InvalidRequest(
+                    f"tools[{i}] must be {{'type': 'function', 'function': {{...}}}}.", param=f"tools[{i}]"
+                )
             if not isinstance(function.get("name"), str) or not function["name"]:
-                raise InvalidRequest(f"tools[{i}].function.name must be a string.")
+                raise InvalidRequest(f"tools[{i}].function.name must be a string.", param=f"tools[{i}].function.name")
             parameters = function.get("parameters")
             if parameters is not None and not isinstance(parameters, dict):
-                raise InvalidRequest(f"tools[{i}].function.parameters must be a JSON schema object.")
+                raise InvalidRequest(
+                    f"tools[{i}].function.parameters must be a JSON schema object.",
+                    param=f"tools[{i}].function.parameters",
+                )
         fields["tools"] = tuple(tools)
     choice = body.get("tool_choice")
     if choice is not None:
@@ -402,13 +441,14 @@ def _parse_tools(body: Mapping[str, Any]) -> dict[str, Any]:
         name = choice.get("function", {}).get("name") if forced and isinstance(choice.get("function"), dict) else None
         if not (isinstance(choice, str) and choice in _TOOL_CHOICES) and not (forced and isinstance(name, str)):
             raise InvalidRequest(
-                "'tool_choice' must be none, auto, required or {'type': 'function', 'function': {'name'}}."
+                "'tool_choice' must be none, auto, required or {'type': 'function', 'function': {'name'}}.",
+                param="tool_choice",
             )
         fields["tool_choice"] = choice
     parallel = body.get("parallel_tool_calls")
     if parallel is not None:
         if not isinstance(parallel, bool):
-            raise InvalidRequest("'parallel_tool_calls' must be true or false.")
+            raise InvalidRequest("'parallel_tool_calls' must be true or false.", param="parallel_tool_calls")
         fields["parallel_tool_calls"] = parallel
     response_format = body.get("response_format")
     if response_format is not None:
@@ -420,9 +460,14 @@ def _parse_tools(body: Mapping[str, Any]) -> dict[str, Any]:
                 or not isinstance(schema.get("name"), str)
                 or not isinstance(schema.get("schema", {}), dict)
             ):
-                raise InvalidRequest("response_format.json_schema must be {'name', 'schema', 'strict'?}.")
+                raise InvalidRequest(
+                    "response_format.json_schema must be {'name', 'schema', 'strict'?}.",
+                    param="response_format.json_schema",
+                )
         elif kind not in ("text", "json_object"):
-            raise InvalidRequest("response_format.type must be text, json_object or json_schema.")
+            raise InvalidRequest(
+                "response_format.type must be text, json_object or json_schema.", param="response_format.type"
+            )
         fields["response_format"] = response_format
     return fields
 
@@ -432,17 +477,17 @@ def _parse_common(body: Mapping[str, Any], default_model: str, stream_default: b
     if model is None or model == "":
         model = default_model
     if not isinstance(model, str) or len(model) > 256:
-        raise InvalidRequest("'model' must be a string.")
+        raise InvalidRequest("'model' must be a string.", param="model")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("'messages' must be a non-empty list.")
+        raise InvalidRequest("'messages' must be a non-empty list.", param="messages")
     if len(messages) > _MAX_MESSAGES:
-        raise InvalidRequest(f"'messages' may hold at most {_MAX_MESSAGES} items.")
+        raise InvalidRequest(f"'messages' may hold at most {_MAX_MESSAGES} items.", param="messages")
     stream = body.get("stream", stream_default)
     if stream is None:
         stream = stream_default
     if not isinstance(stream, bool):
-        raise InvalidRequest("'stream' must be true or false.")
+        raise InvalidRequest("'stream' must be true or false.", param="stream")
     return {
         "model": model,
         "messages": tuple(_parse_message(item, index) for index, item in enumerate(messages)),
@@ -466,11 +511,12 @@ _SLUICE_FIELDS = frozenset(
 )
 
 
-def parse_chat(body: Any, default_model: str) -> ChatRequest:
-    """Validate Sluice's chat body (SPEC.md "Chat body") into a ``ChatRequest``.
+def parse_chat(body: Any, default_model: str, request_id: str | None = None) -> ChatRequest:
+    """Validate Sluice's chat body (docs/api.md) into a ``ChatRequest``.
 
     :param body: the decoded JSON.
     :param default_model: used when the body names no model.
+    :param request_id: the request's id, carried to the upstream.
     :raise InvalidRequest: naming the first field that is wrong, or one Sluice does not know
         (server-specific knobs belong under ``extra``; nothing is dropped in silence).
     """
@@ -478,26 +524,30 @@ def parse_chat(body: Any, default_model: str) -> ChatRequest:
         raise InvalidRequest("The body must be a JSON object.")
     unknown = sorted(set(body) - _SLUICE_FIELDS - INFO_NAMES)
     if unknown:
-        raise InvalidRequest(f"Unknown field {unknown[0]!r}: put server-specific fields under 'extra'.")
+        raise InvalidRequest(
+            f"Unknown field {unknown[0]!r}: put server-specific fields under 'extra'.", param=unknown[0]
+        )
     options = body.get("options")
     if options is None:
         options = {}
     if not isinstance(options, dict):
-        raise InvalidRequest("'options' must be an object.")
+        raise InvalidRequest("'options' must be an object.", param="options")
     unknown = sorted(set(options) - OPTION_NAMES)
     if unknown:
         raise InvalidRequest(
-            f"options.{unknown[0]} is not a sampling field Sluice knows: put server-specific knobs under 'extra'."
+            f"options.{unknown[0]} is not a sampling field Sluice knows: put server-specific knobs under 'extra'.",
+            param=f"options.{unknown[0]}",
         )
     extra = body.get("extra")
     if extra is None:
         extra = {}
     if not isinstance(extra, dict):
-        raise InvalidRequest("'extra' must be an object.")
+        raise InvalidRequest("'extra' must be an object.", param="extra")
     return ChatRequest(
         options=_check_options(options, "options."),
         extra=extra,
         info={name: body[name] for name in INFO_NAMES if body.get(name) is not None},
+        request_id=request_id,
         **_parse_common(body, default_model, True),
     )
 
@@ -508,12 +558,13 @@ _OPENAI_FIELDS = frozenset(
 )
 
 
-def parse_openai(body: Any, default_model: str) -> tuple[ChatRequest, bool]:
+def parse_openai(body: Any, default_model: str, request_id: str | None = None) -> tuple[ChatRequest, bool]:
     """Validate an OpenAI chat-completions body; also return ``stream_options.include_usage``.
 
     Sampling fields are at the top level under OpenAI's names; every other
     top-level field the client sent is carried as an extra, as given.
 
+    :param request_id: the request's id, carried to the upstream.
     :raise InvalidRequest: naming the first field that is wrong.
     """
     if not isinstance(body, dict):
@@ -522,10 +573,12 @@ def parse_openai(body: Any, default_model: str) -> tuple[ChatRequest, bool]:
     if stream_options is None:
         stream_options = {}
     if not isinstance(stream_options, dict):
-        raise InvalidRequest("'stream_options' must be an object.")
+        raise InvalidRequest("'stream_options' must be an object.", param="stream_options")
     include_usage = stream_options.get("include_usage", False)
     if not isinstance(include_usage, bool):
-        raise InvalidRequest("stream_options.include_usage must be true or false.")
+        raise InvalidRequest(
+            "stream_options.include_usage must be true or false.", param="stream_options.include_usage"
+        )
     options = {name: body[name] for name in OPTION_NAMES if name in body}
     extra = {
         name: value
@@ -536,6 +589,7 @@ def parse_openai(body: Any, default_model: str) -> tuple[ChatRequest, bool]:
         options=_check_options(options, ""),
         extra=extra,
         info={name: body[name] for name in INFO_NAMES if body.get(name) is not None},
+        request_id=request_id,
         **_parse_common(body, default_model, False),
     )
     return chat, include_usage

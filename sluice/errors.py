@@ -92,7 +92,8 @@ class SluiceError(Exception):
     retryable: bool = False
     # The upstream's own Retry-After, in seconds, when it gave one.
     upstream_retry_after: float | None = None
-    # The request field at fault, where a dialect's error shape names one (OpenAI's ``param``).
+    # The request field at fault (``messages[0].role``, ``temperature``), when one is:
+    # OpenAI's error shape carries it as ``param``.
     param: str | None = None
 
     def __init__(self, message: str | None = None, *, retryable: bool | None = None, param: str | None = None) -> None:
@@ -134,6 +135,10 @@ class Unauthorized(SluiceError):
     status, code, message = 401, "unauthorized", "A valid API key is required."
 
 
+class Forbidden(SluiceError):
+    status, code, message = 403, "forbidden", "This origin may not open a WebSocket here."
+
+
 class ModelNotFound(SluiceError):
     status, code, message = 404, "model_not_found", "No such model."
 
@@ -152,10 +157,6 @@ class PayloadTooLarge(SluiceError):
 
 class UnsupportedMediaType(SluiceError):
     status, code, message = 415, "unsupported_media_type", "The request body must be JSON."
-
-
-class Forbidden(SluiceError):
-    status, code, message = 403, "forbidden", "Not allowed."
 
 
 class UpgradeRequired(SluiceError):
@@ -179,9 +180,9 @@ class Overloaded(_RetryAfter, SluiceError):
 
 
 class UpstreamUnavailable(_RetryAfter, SluiceError):
+    # Not retried by Sluice, and Retry-After 1: the client retries (the SDKs do by
+    # default), and retries at both ends would multiply (docs/api.md, "Timeouts and retries").
     status, code, message = 503, "upstream_unavailable", "The model provider cannot be reached."
-    retry_after = 5
-    retryable = True
 
 
 class UpstreamTimeout(SluiceError):
@@ -241,6 +242,9 @@ def upstream_reason(text: Any) -> str:
     """An upstream's own error text, safe to show: no URL, no secret, at most 500 characters."""
     if not isinstance(text, str):
         return ""
+    if not text.isascii():
+        # A lone surrogate (a \ud800 escape in the upstream's JSON) cannot be written as UTF-8.
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     text = _SECRET.sub("[redacted]", _URL.sub("[url]", text))
     text = " ".join(text.split())
     cleaned: str = text

@@ -6,7 +6,11 @@
 - ``SLUICE_RATE_LIMIT`` (e.g. ``60/minute``) per API key, or per client address
   when keys are off, through Flask-Limiter, stored in Redis when
   ``SLUICE_REDIS_URL`` is set so every worker and host shares the counts.
-  Over it: ``429 rate_limited`` with ``Retry-After``. Health checks, metrics and
+  It is one budget for every route (an application limit, not one per route):
+  each HTTP request spends one, and so does each WebSocket ``chat`` or
+  ``resume`` message (``spend_request``, called by the WebSocket route).
+  Over it: ``429 rate_limited`` with ``Retry-After`` (on a WebSocket, an
+  ``error`` frame with ``retry_after``). Health checks, metrics and
   the page shell are never limited. While Redis does not answer, each worker
   counts in its own memory (one WARNING when that starts, back to Redis once
   it answers): an outage of the store never turns into refused requests.
@@ -18,18 +22,27 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
-from flask_limiter import Limiter, RequestLimit
+from flask_limiter import ApplicationLimit, Limiter, RequestLimit
+from limits import RateLimitItem, parse_many
 
 from .auth import OPEN_ENDPOINTS
 from .errors import RateLimited, error_response
 
-__all__ = ["client_address", "init_app"]
+__all__ = ["client_address", "init_app", "spend_request"]
+
+log = logging.getLogger(__name__)
+
+# The one budget's name in the store: Flask-Limiter counts an application limit
+# under (key prefix, key, scope), and ``spend_request`` counts under the same.
+_KEY_PREFIX = "sluice"
+_SCOPE = "requests"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -66,6 +79,33 @@ def _limit_key() -> str:
 
 def _exempt() -> bool:
     return request.endpoint in OPEN_ENDPOINTS or request.method == "OPTIONS"
+
+
+def spend_request() -> None:
+    """Spend one request of the current key's (or address's) budget: a WebSocket message.
+
+    The same counter as the HTTP requests'. When the store does not answer, the
+    message is let through, as Flask-Limiter does for HTTP (in its memory).
+
+    :raise RateLimited: over ``SLUICE_RATE_LIMIT``, ``retry_after`` = seconds until the window frees one.
+    """
+    limiter: Limiter | None = current_app.extensions.get("sluice.limiter")
+    if limiter is None:
+        return
+    items: list[RateLimitItem] = current_app.extensions["sluice.rate"]
+    identifiers = (_KEY_PREFIX, _limit_key(), _SCOPE)
+    try:
+        strategy = limiter.limiter
+        for item in items:
+            if not strategy.hit(item, *identifiers):
+                reset_at = strategy.get_window_stats(item, *identifiers).reset_time
+                error = RateLimited()
+                error.retry_after = max(1, math.ceil(reset_at - time.time()))
+                raise error
+    except RateLimited:
+        raise
+    except Exception:  # the store failed: an outage never refuses requests
+        log.debug("rate limit store failed; message let through", exc_info=True)
 
 
 def _on_breach(limit: RequestLimit) -> Response:
@@ -130,14 +170,15 @@ def init_app(app: Flask) -> None:
         limiter = Limiter(
             _limit_key,
             app=app,
-            default_limits=[config["SLUICE_RATE_LIMIT"]],
-            default_limits_exempt_when=_exempt,
+            # One budget shared by every route, not a count per route.
+            application_limits=[ApplicationLimit(config["SLUICE_RATE_LIMIT"], scope=_SCOPE, exempt_when=_exempt)],
             storage_uri=_storage_uri(config["SLUICE_REDIS_URL"]),
             storage_options=_storage_options(config),
             in_memory_fallback_enabled=True,
             strategy="moving-window",
             on_breach=_on_breach,
             headers_enabled=False,
-            key_prefix="sluice",
+            key_prefix=_KEY_PREFIX,
         )
         app.extensions["sluice.limiter"] = limiter
+        app.extensions["sluice.rate"] = parse_many(config["SLUICE_RATE_LIMIT"])

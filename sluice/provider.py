@@ -9,7 +9,10 @@ with ``InvalidRequest`` what the upstream cannot honour), yields each piece as
 it arrives and *returns* a ``Finish`` (the upstream's finish reason and the
 usage it reported, nothing invented). A piece is answer text (a plain ``str``,
 or ``Text`` when it carries logprobs), ``Reasoning``, a ``ToolCallPart`` or a
-``Refusal`` (``sluice.events`` makes their events). A provider knows nothing of SSE,
+``Refusal`` (``sluice.events`` makes their events). Every piece of the
+upstream's text (and its logprobs) passes through ``valid_text``
+(``valid_value``) once, in the provider, so what reaches the events is valid
+Unicode whatever the upstream sent. A provider knows nothing of SSE,
 event ids or numbering: those, timeouts and error events happen once, in
 ``sluice.runner``. Foreign exceptions (requests, the openai SDK) are translated
 into ``sluice.errors`` classes inside the provider, with ``raise ... from exc``.
@@ -56,6 +59,8 @@ __all__ = [
     "merge_extra",
     "refuse_unsupported",
     "retry_after_seconds",
+    "valid_text",
+    "valid_value",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,7 +109,8 @@ class Finish:
     """How a provider's answer ended, as the upstream said, and the usage it reported.
 
     ``reason`` is ``stop``, ``length``, ``tool_calls`` or ``content_filter``;
-    ``usage`` holds only the counts the upstream reported (details included).
+    ``usage`` holds only the counts the upstream reported (details included);
+    ``system_fingerprint`` is the upstream's, where it gave one.
     """
 
     reason: str = "stop"
@@ -187,6 +193,35 @@ def _call(closer: Callable[[], object]) -> None:
         log.debug("closer failed", exc_info=True)
 
 
+def valid_text(text: str) -> str:
+    """``text`` as valid Unicode: each lone UTF-16 surrogate becomes U+FFFD.
+
+    An upstream's JSON may hold an escape such as ``\\ud800`` alone, which
+    decodes into a ``str`` that no UTF-8 writer can send on (a 500, a cut
+    stream). It runs on every piece, so ordinary text costs one check: ASCII
+    (constant time), else one encode.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Through UTF-16: a high and a low surrogate side by side become their character again.
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+def valid_value(value: Any) -> Any:
+    """``value`` (decoded JSON, such as the upstream's logprobs) with every string through ``valid_text``."""
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, list):
+        return [valid_value(item) for item in value]
+    if isinstance(value, dict):
+        return {valid_value(key): valid_value(item) for key, item in value.items()}
+    return value
+
+
 def merge_extra(body: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """``body`` with the client's ``extra`` added as given, objects merged one level deep."""
     for key, value in extra.items():
@@ -204,7 +239,7 @@ def refuse_unsupported(request: ChatRequest, where: str) -> None:
     :raise sluice.errors.InvalidRequest: naming the field and ``where``.
     """
     if request.options.get("n", 1) != 1:
-        raise InvalidRequest(f"n: {where} through Sluice streams one answer; send n=1 or several requests.")
+        raise InvalidRequest(f"n: {where} through Sluice streams one answer; send n=1 or several requests.", param="n")
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -3,8 +3,13 @@
 - a body that never completes (a short Content-Length, a chunked body without
   its last chunk, one byte at a time) is cut at ``SLUICE_BODY_TIMEOUT_S`` with
   ``408 request_timeout`` and the connection closed;
-- a bad chunk size or a chunked body cut short is ``400``, a ``/ws`` handshake
-  without a usable ``Sec-WebSocket-Version`` is ``400``/``426``;
+- a bad chunk size or a chunked body cut short is ``400``, and so is a body
+  that ends (a half-close) before its ``Content-Length``; a chunk size past
+  the body limit is refused as it arrives (``400`` past 64 bits, else ``413``),
+  not at the deadline;
+- a ``/ws`` handshake without a usable ``Sec-WebSocket-Version`` is
+  ``400``/``426``, one with a malformed ``Sec-WebSocket-Key`` or over
+  HTTP/1.0 ``400``;
 - ``Expect: 100-continue`` over ``SLUICE_MAX_BODY_BYTES`` gets ``413`` at once,
   never ``100 Continue``;
 - none of it logs a trace or an ERROR, and the server serves on.
@@ -156,6 +161,53 @@ def test_a_chunked_body_cut_short_by_the_client_is_a_400(srv):
             head("/api/chat", "Content-Type: application/json", "Transfer-Encoding: chunked") + b"40\r\n" + CHAT[:10]
         )
         sock.shutdown(socket.SHUT_WR)
+        status, _, body = read_response(sock)
+        assert status == 400 and error_code(body) == "invalid_request"
+
+
+def test_a_body_shorter_than_its_content_length_then_a_half_close_is_a_400(srv):
+    with connect(srv.url) as sock:
+        sock.sendall(head("/api/chat", "Content-Type: application/json", f"Content-Length: {len(CHAT) + 10}") + CHAT)
+        sock.shutdown(socket.SHUT_WR)
+        status, _, body = read_response(sock)
+        assert status == 400 and error_code(body) == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    ("size", "status", "code"),
+    [
+        pytest.param(b"ffffffffffffffffffff", 400, "invalid_request", id="past-64-bits"),
+        pytest.param(b"%x" % (MAX_BODY + 1), 413, "payload_too_large", id="over-the-body-limit"),
+    ],
+)
+def test_a_chunk_size_no_body_may_have_is_refused_at_once(srv, size, status, code):
+    with connect(srv.url) as sock:
+        sent = time.monotonic()
+        sock.sendall(
+            head("/api/chat", "Content-Type: application/json", "Transfer-Encoding: chunked") + size + b"\r\n" + CHAT
+        )
+        got, _, body = read_response(sock)
+        assert got == status and error_code(body) == code
+        # Not at the body deadline: the size line alone decides.
+        assert time.monotonic() - sent < BODY_TIMEOUT_S
+        assert closed(sock)
+
+
+@pytest.mark.parametrize(
+    ("request_line", "key"),
+    [
+        pytest.param("GET /ws HTTP/1.1", "!!", id="key-not-base64"),
+        pytest.param("GET /ws HTTP/1.1", "c2hvcnQ=", id="key-not-16-bytes"),
+        pytest.param("GET /ws HTTP/1.1", None, id="no-key"),
+        pytest.param("GET /ws HTTP/1.0", "dGhlIHNhbXBsZSBub25jZQ==", id="http-1.0"),
+    ],
+)
+def test_a_malformed_websocket_handshake_is_a_400(srv, request_line, key):
+    headers = ["Host: sluice.test", "Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13"]
+    if key is not None:
+        headers.append(f"Sec-WebSocket-Key: {key}")
+    with connect(srv.url) as sock:
+        sock.sendall("\r\n".join([request_line, *headers, "", ""]).encode())
         status, _, body = read_response(sock)
         assert status == 400 and error_code(body) == "invalid_request"
 

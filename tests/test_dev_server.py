@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import simple_websocket
 
 from providers.demo import answer
 from tests.conftest import ROOT, upstream_settings
@@ -74,3 +75,16 @@ def test_flask_run_closes_upstream_when_client_leaves(dev_server, fake_ollama):
         assert json.loads(next(events).data)["type"] == "start"
         closed = time.monotonic()
     assert fake_ollama.wait_disconnect(3.0) - closed < 1.0
+
+
+def test_flask_run_serves_the_websocket(dev_server):
+    # The socket werkzeug hands over is wrapped for whole writes too (sluice.websocket).
+    ws = simple_websocket.Client.connect(dev_server.replace("http://", "ws://") + "/ws")
+    try:
+        ws.send(json.dumps({"type": "chat", "messages": [{"role": "user", "content": "dev ws"}]}))
+        frames = [json.loads(ws.receive(timeout=10))]
+        while frames[-1]["type"] not in ("done", "error"):
+            frames.append(json.loads(ws.receive(timeout=10)))
+    finally:
+        ws.close()
+    assert "".join(f["content"] for f in frames if f["type"] == "delta") == answer("dev ws")

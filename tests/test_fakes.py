@@ -852,6 +852,18 @@ def test_openai_context_length_exceeded(fake_openai: FakeOpenAI) -> None:
     )
 
 
+def test_openai_sends_a_lone_surrogate_escaped(fake_openai: FakeOpenAI) -> None:
+    # What an ASCII-only JSON encoder upstream sends: valid JSON, a str no UTF-8 writer can write.
+    fake_openai.push(Script(tokens=["a\ud800b"]))
+    with httpx.stream(
+        "POST", fake_openai.url + "/chat/completions", json={"model": "gpt-4o", "messages": MESSAGES, "stream": True}
+    ) as response:
+        assert b'"content":"a\\ud800b"' in response.read()
+    fake_openai.push(Script(tokens=["a\ud800b"]))
+    chunks = list(openai_client(fake_openai).chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "a\ud800b"
+
+
 def test_openai_rate_limit_with_retry_after(fake_openai: FakeOpenAI) -> None:
     fake_openai.push(Script(status=429, retry_after="7", error_message="Rate limit reached"))
     with pytest.raises(openai.RateLimitError) as info:

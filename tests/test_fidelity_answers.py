@@ -8,6 +8,7 @@ structured output), httpx-sse and plain requests.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,9 @@ import pytest
 import requests
 
 from providers.demo import answer, reasoning
+from providers.openai import OpenAIProvider
+from sluice.chat import ChatRequest, Message
+from sluice.provider import Abort, Finish
 from tests.fakes import Script
 from tests.sse_client import read_events, text_of
 
@@ -190,6 +194,20 @@ def test_logprobs_reach_the_client(sdk, fake_openai):
     ]
     assert tokens == ["Hi", "!"]
     assert fake_openai.last_body()["top_logprobs"] == 2
+
+
+def test_the_openai_provider_keeps_the_system_fingerprint(fake_openai):
+    # Provider level: the renderers that show it are another change's.
+    provider = OpenAIProvider("sk-test", fake_openai.url)
+    request = ChatRequest("openai/gpt-4o-mini", (Message("user", "hi"),))
+    stream = provider.stream(request, "gpt-4o-mini", Abort())
+    pieces = []
+    with pytest.raises(StopIteration) as stop:
+        while True:
+            pieces.append(next(stream))
+    assert "".join(pieces) == "Hello, world!"
+    finish = stop.value.value
+    assert isinstance(finish, Finish) and re.fullmatch(r"fp_[0-9a-f]{10}", finish.system_fingerprint or "")
 
 
 def test_text_only_clients_get_answer_text_only(server, fake_ollama):

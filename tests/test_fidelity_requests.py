@@ -375,3 +375,35 @@ def test_upstream_reasons_are_short_and_hold_no_url_or_secret():
     said = upstream_reason("key sk-proj-abcdefgh1234 rejected at https://internal.example:8443/v1 " + "x" * 2000)
     assert len(said) <= 500 and "sk-proj" not in said and "internal.example" not in said
     assert said.startswith("key [redacted] rejected at [url]")
+
+
+def test_upstream_reasons_lose_lone_surrogates():
+    from sluice.errors import upstream_reason
+
+    assert upstream_reason("bad \ud800 token") == "bad \ufffd token"
+
+
+# -- the request id goes upstream -------------------------------------------------------------------
+
+
+def _send(client, route: str, model: str, headers: dict[str, str]) -> str:
+    """Make a request that reaches ``model``'s upstream; return the id Sluice answered with."""
+    messages = [{"role": "user", "content": "hi"}]
+    if route == "/stream":
+        response = client.get("/stream", query_string={"prompt": "hi", "model": model}, headers=headers)
+    else:
+        body = {"model": model, "messages": messages, **({} if route == "/api/generations" else {"stream": False})}
+        response = client.post(route, json=body, headers=headers)
+    response.get_data()  # the whole answer: the upstream has been asked
+    assert response.status_code in (200, 202), response.get_data(as_text=True)
+    return response.headers["X-Request-ID"]
+
+
+@pytest.mark.parametrize("route", ["/api/chat", "/v1/chat/completions", "/api/generations", "/stream"])
+@pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "ollama/llama3"])
+def test_the_request_id_goes_upstream_as_x_request_id(client, fake_openai, fake_ollama, route, model):
+    fake = fake_openai if model.startswith("openai/") else fake_ollama
+    assert _send(client, route, model, {"X-Request-ID": "req-from-nginx-7"}) == "req-from-nginx-7"
+    assert fake.wait_requests(1)[0].headers["x-request-id"] == "req-from-nginx-7"
+    made_up = _send(client, route, model, {})  # none given: Sluice's own id, the same at both ends
+    assert fake.wait_requests(2)[1].headers["x-request-id"] == made_up

@@ -199,6 +199,32 @@ def test_bad_body_is_bad_request_error(sdk, kwargs, stream):
     assert caught.value.type == "invalid_request_error"
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        pytest.param({"messages": []}, "messages", id="messages"),
+        pytest.param({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role", id="role"),
+        pytest.param(
+            {"messages": [*user(), {"role": "tool", "content": "x"}]}, "messages[1].tool_call_id", id="tool_call_id"
+        ),
+        pytest.param({"messages": user(), "temperature": 7}, "temperature", id="temperature"),
+        pytest.param({"messages": user(), "stop": 5}, "stop", id="stop"),
+        pytest.param({"messages": user(), "tools": {"type": "function"}}, "tools", id="tools"),
+        pytest.param({"messages": user(), "tool_choice": "sometimes"}, "tool_choice", id="tool_choice"),
+        pytest.param({"messages": user(), "response_format": {"type": "xml"}}, "response_format.type", id="format"),
+        # A provider's refusal names the field it cannot honour.
+        pytest.param({"messages": user(), "n": 2}, "n", id="demo-n"),
+        pytest.param({"model": "ollama/llama3", "messages": user(), "logit_bias": {"1": 1}}, "logit_bias", id="ollama"),
+    ],
+)
+def test_a_bad_request_names_its_field_in_param(sdk, kwargs, param):
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(**{"model": "demo/echo", **kwargs})
+    assert caught.value.code == "invalid_request"
+    assert caught.value.param == param
+    assert caught.value.body["param"] == param
+
+
 @pytest.mark.parametrize("stream", [True, False])
 @pytest.mark.parametrize("model", ["ollama/llama3", "openai/gpt-4o-mini"])
 def test_upstream_error_before_streaming_is_502(sdk, fake_ollama, fake_openai, model, stream):

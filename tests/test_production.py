@@ -9,6 +9,7 @@ import random
 import signal
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
@@ -16,6 +17,7 @@ from urllib.parse import quote
 import openai
 import pytest
 import requests
+import simple_websocket
 
 from providers.demo import answer
 from tests.conftest import wait_until
@@ -165,7 +167,82 @@ def test_rate_limit_is_shared_by_workers_through_redis(start_server, tmp_path):
         redis_server.stop()
 
 
+@pytest.mark.slow
+def test_the_rate_limit_is_one_budget_across_routes_and_websocket_messages(start_server):
+    srv = start_server(SLUICE_RATE_LIMIT="10/minute")
+    ws = simple_websocket.Client.connect(srv.url.replace("http://", "ws://") + "/ws")  # 1: the handshake
+
+    def ws_chat() -> dict:
+        ws.send(json.dumps({"type": "chat", **CHAT}))
+        frame = json.loads(ws.receive(timeout=10))
+        while frame["type"] not in ("done", "error"):
+            frame = json.loads(ws.receive(timeout=10))
+        return frame
+
+    try:
+        assert ws_chat()["type"] == "done" and ws_chat()["type"] == "done"  # 2, 3
+        url = srv.url
+        answered = [
+            requests.post(url + "/api/chat", json={**CHAT, "stream": False}, timeout=10),  # 4
+            requests.post(url + "/api/chat", json={**CHAT, "stream": False}, timeout=10),  # 5
+            requests.post(url + "/v1/chat/completions", json=CHAT, timeout=10),  # 6
+            requests.post(url + "/v1/chat/completions", json=CHAT, timeout=10),  # 7
+            requests.post(url + "/api/generations", json=CHAT, timeout=10),  # 8
+            requests.post(url + "/api/generations", json=CHAT, timeout=10),  # 9
+            requests.get(url + "/stream", params={"prompt": "hi"}, timeout=10),  # 10
+        ]
+        assert [r.status_code for r in answered] == [200, 200, 200, 200, 202, 202, 200]
+        refused = ws_chat()  # 11: an error frame, and the socket lives
+        assert refused["type"] == "error" and refused["error"]["code"] == "rate_limited", refused
+        assert 0 < refused["error"]["retry_after"] <= 60
+        ws.send(json.dumps({"type": "cancel"}))  # never limited: answered on its merits
+        assert json.loads(ws.receive(timeout=10))["error"]["message"] == "Nothing to cancel."
+        for method, path in (("post", "/api/chat"), ("post", "/v1/chat/completions"), ("get", "/stream?prompt=hi")):
+            r = getattr(requests, method)(url + path, json=CHAT, timeout=10)
+            assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0, (path, r.status_code)
+        assert requests.get(url + "/healthz", timeout=10).status_code == 200
+    finally:
+        ws.close()
+    srv.wait_idle()
+
+
 # -- retries, fallbacks, faults ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_unreachable_upstream_is_tried_once_per_attempt_of_a_client_that_retries(start_server):
+    # An upstream that cannot be reached, counted: each connection is accepted and reset at once.
+    attempts: list[int] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+
+    def reset_each() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            attempts.append(1)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.close()
+
+    threading.Thread(target=reset_each, daemon=True).start()
+    try:
+        srv = start_server(OPENAI_BASE_URL=f"http://127.0.0.1:{listener.getsockname()[1]}/v1")
+        sdk = openai.OpenAI(api_key="x", base_url=srv.url + "/v1")  # the SDK's default: 2 retries
+        started = time.monotonic()
+        with pytest.raises(openai.InternalServerError) as caught:
+            sdk.chat.completions.create(model="openai/gpt-4o-mini", messages=CHAT["messages"])
+        took = time.monotonic() - started
+        assert caught.value.status_code == 503 and caught.value.code == "upstream_unavailable"
+        assert caught.value.response.headers["Retry-After"] == "1"
+        # The SDK's 3 attempts, one upstream attempt each (before: 9, Sluice retrying under each).
+        assert len(attempts) == 3
+        # The SDK waits Retry-After (1 s) twice: about 2 s in all (before: 11 s), with a margin.
+        assert took < 2 * 1 + 3, took
+    finally:
+        listener.close()
 
 
 @pytest.mark.slow
@@ -378,6 +455,35 @@ def test_random_disconnects_and_a_client_that_never_reads_leak_nothing(start_ser
     never_reads.close()
     wait_until(lambda: _open_fds(worker) <= fds_before + 2, 10, f"worker fds back to {fds_before}")
     assert requests.get(srv.url + "/healthz", timeout=5).status_code == 200
+
+
+@pytest.mark.slow
+def test_a_client_dropped_at_the_send_timeout_is_one_warning_line(start_server):
+    srv = start_server(SLUICE_DEMO_DELAY_MS="0", SLUICE_SEND_TIMEOUT_S="1", SLUICE_MAX_BODY_BYTES="20000000")
+    host, port = srv.url.removeprefix("http://").split(":")
+    # A 6 MB answer: more than the kernel's socket buffers hold, so the writes stall.
+    big = json.dumps({"messages": [{"role": "user", "content": ("x" * 100_000 + " ") * 60}]}).encode()
+    request = (
+        b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(big)}\r\n\r\n".encode()
+        + big
+    )
+    never_read = []
+    for _ in range(3):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        sock.sendall(request)
+        never_read.append(sock)
+    try:
+        srv.wait_idle(20)  # each dropped after SLUICE_SEND_TIMEOUT_S without progress
+        wait_until(lambda: srv.log().count("Dropped a client that stopped reading") == 3, 10, "three warnings")
+        log = srv.log()
+        assert log.count("[WARNING] Dropped a client") == 3
+        assert "Traceback" not in log and "[ERROR]" not in log, log
+    finally:
+        for sock in never_read:
+            sock.close()
 
 
 # -- fuzzed input -------------------------------------------------------------------------

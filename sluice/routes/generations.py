@@ -8,7 +8,7 @@ then follows live; ``DELETE`` cancels it wherever it runs.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 
 from ..chat import parse_chat, read_json
 from ..errors import InvalidRequest
@@ -38,7 +38,8 @@ def _after() -> int:
 def start() -> tuple[Response, int]:
     """Start a chat in the background: ``202 {"id", "events_url"}``."""
     config = current_app.config
-    chat = parse_chat(read_json(request, config["SLUICE_MAX_BODY_BYTES"]), config["SLUICE_DEFAULT_MODEL"])
+    body = read_json(request, config["SLUICE_MAX_BODY_BYTES"])
+    chat = parse_chat(body, config["SLUICE_DEFAULT_MODEL"], g.get("request_id"))
     generation = relay.start_background(chat)
     events_url = url_for("generations.events", generation_id=generation.id)
     response = jsonify(id=generation.id, events_url=events_url)

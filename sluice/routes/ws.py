@@ -26,7 +26,6 @@ relays events.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -34,7 +33,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
 
-from ..chat import parse_chat
+from .. import limits
+from ..chat import loads, parse_chat
 from ..errors import GenerationNotFound, InvalidRequest, SluiceError
 from ..events import TERMINAL, Event, dumps, error
 from ..generations import Generations, Policy
@@ -101,32 +101,41 @@ class _Session:
                 return
 
     def error_frame(self, exc: SluiceError) -> None:
-        self.ws.send(dumps(error(exc)))
+        """An ``error`` frame; ``retry_after`` when the error carries a ``Retry-After``."""
+        data = error(exc)
+        retry_after = exc.headers.get("Retry-After")
+        if retry_after is not None:
+            data["error"].setdefault("retry_after", int(retry_after))
+        self.ws.send(dumps(data))
 
     def handle(self, raw: str | bytes) -> None:
-        """Act on one client message; a bad one is answered with an ``error`` frame."""
+        """Act on one client message; a bad one is answered with an ``error`` frame.
+
+        Messages are decoded by the request body's rules (``chat.loads``); each
+        ``chat`` and ``resume`` spends one request of the key's rate limit.
+        """
         try:
-            message = json.loads(raw)
+            message = loads(raw)
             if not isinstance(message, dict):
-                raise ValueError
-        except (ValueError, UnicodeDecodeError):
-            self.error_frame(InvalidRequest("Each message must be a JSON object."))
-            return
-        except RecursionError:
-            self.error_frame(InvalidRequest("The message nests too deeply."))
-            return
-        kind = message.get("type")
-        try:
+                raise InvalidRequest("Each message must be a JSON object.")
+            kind = message.get("type")
             if kind == "chat":
+                limits.spend_request()
                 self._chat(message)
             elif kind == "resume":
+                limits.spend_request()
                 self._resume(message)
-            elif kind == "cancel":
+            elif kind == "cancel":  # never limited: stopping what one started is always allowed
                 self._cancel()
             else:
-                raise InvalidRequest("'type' must be chat, resume or cancel.")
+                raise InvalidRequest("'type' must be chat, resume or cancel.", param="type")
         except SluiceError as exc:
             self.error_frame(exc)
+        except OSError:
+            raise  # the socket: the session ends
+        except Exception:  # a bug: logged, and the socket lives (no HTTP 500 written into it)
+            log.exception("unhandled error on a WebSocket message")
+            self.error_frame(SluiceError())
 
     def _busy(self) -> None:
         if self.listener is not None:
@@ -135,7 +144,7 @@ class _Session:
     def _chat(self, message: dict[str, Any]) -> None:
         self._busy()
         body = {key: value for key, value in message.items() if key != "type"}
-        chat = parse_chat(body, self.default_model)
+        chat = parse_chat(body, self.default_model, g.get("request_id"))
         generation = self.generations.start(chat, self.key, Policy.background(self.grace_s))
         self._follow(generation.id, -1)
 

@@ -22,6 +22,9 @@ listed by ``/v1/models``, so the chat listing stays as it was): one
 joined by spaces), ``dimensions`` long when asked, as floats or, with
 ``encoding_format: "base64"``, as base64 little-endian float32; ``usage``
 counts the inputs' words (or token ids).
+
+A streamed chunk whose text holds a lone surrogate (a script's ``"a\\ud800b"``)
+is sent ASCII-escaped, ``"a\\ud800b"`` on the wire, as an ASCII-only encoder would.
 """
 
 from __future__ import annotations
@@ -69,7 +72,13 @@ _KEYS_URL = "https://platform.openai.com/account/api-keys"
 
 
 def _compact(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A script's lone surrogate ("a\ud800b") is no UTF-8: sent as the escape an ASCII-only
+        # JSON encoder writes (valid JSON, invalid Unicode), as some OpenAI-compatible servers do.
+        return json.dumps(obj, separators=(",", ":")).encode("ascii")
 
 
 def _random_id(prefix: str, length: int) -> str:
