@@ -74,7 +74,6 @@ __all__ = [
     "dialect_of",
     "error_body",
     "error_from_code",
-    "error_from_event",
     "init_app",
     "upstream_reason",
 ]
@@ -215,17 +214,14 @@ def _all_subclasses(cls: type[SluiceError]) -> list[type[SluiceError]]:
 _BY_CODE: dict[str, type[SluiceError]] = {c.code: c for c in _all_subclasses(SluiceError)}
 
 
-def error_from_code(code: str, message: str | None = None, retry_after: float | None = None) -> SluiceError:
-    """Rebuild the exception behind an in-band ``error`` event (for held responses)."""
-    error = _BY_CODE.get(code, SluiceError)(message)
+def error_from_code(
+    code: str, message: str | None = None, retry_after: float | None = None, param: str | None = None
+) -> SluiceError:
+    """Rebuild the exception behind an ``error`` event stored as JSON (by a broker)."""
+    error = _BY_CODE.get(code, SluiceError)(message, param=param)
     if retry_after is not None:
         error.upstream_retry_after = retry_after
     return error
-
-
-def error_from_event(error: dict[str, Any]) -> SluiceError:
-    """Rebuild the exception behind an ``error`` event's ``error`` object."""
-    return error_from_code(error["code"], error.get("message"), error.get("retry_after"))
 
 
 _MAX_REASON = 500

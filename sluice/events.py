@@ -166,6 +166,8 @@ def to_data(kind: Kind, piece: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"code": piece.code, "message": piece.message}
     if piece.upstream_retry_after is not None:
         body["retry_after"] = piece.upstream_retry_after
+    if piece.param is not None:
+        body["param"] = piece.param
     return {"type": "error", "error": body}
 
 
@@ -191,7 +193,7 @@ def from_data(data: dict[str, Any]) -> tuple[Kind, Any]:
             data["finish_reason"], data.get("usage") or {}, data.get("system_fingerprint"), data.get("stop_sequence")
         )
     body = data["error"]
-    return kind, error_from_code(body["code"], body.get("message"), body.get("retry_after"))
+    return kind, error_from_code(body["code"], body.get("message"), body.get("retry_after"), body.get("param"))
 
 
 class Event:

@@ -86,9 +86,10 @@ def run(
     ``publish`` receives ``start``, the model's events and one ``done`` or
     ``error``, numbered 0, 1, 2 …; it may park the producer (backpressure).
     Each target (the model, then its fallbacks) is tried up to ``1 +
-    limits.retries`` times while its failures are retryable (unreachable, 429,
-    502, 503) and nothing was sent; any other failure moves on to the next
-    target. Once a piece has been sent, nothing is retried: the client has
+    limits.retries`` times while its failures are retryable (the upstream's
+    own 429, 502, 503, 504; not an unreachable upstream, which the client
+    retries: docs/api.md) and nothing was sent; any other failure moves on to
+    the next target. Once a piece has been sent, nothing is retried: the client has
     seen part of an answer.
 
     :param attempts: the provider and model name (``llama3``) to use, then its fallbacks.
