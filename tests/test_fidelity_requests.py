@@ -392,14 +392,31 @@ def _send(client, route: str, model: str, headers: dict[str, str]) -> str:
     if route == "/stream":
         response = client.get("/stream", query_string={"prompt": "hi", "model": model}, headers=headers)
     else:
-        body = {"model": model, "messages": messages, **({} if route == "/api/generations" else {"stream": False})}
+        body: dict[str, Any] = {"model": model, "messages": messages}
+        if route == "/v1/responses":
+            body = {"model": model, "input": "hi"}
+        elif route == "/v1/messages":
+            body["max_tokens"] = 16
+        if route != "/api/generations":
+            body["stream"] = False
         response = client.post(route, json=body, headers=headers)
     response.get_data()  # the whole answer: the upstream has been asked
     assert response.status_code in (200, 202), response.get_data(as_text=True)
     return response.headers["X-Request-ID"]
 
 
-@pytest.mark.parametrize("route", ["/api/chat", "/v1/chat/completions", "/api/generations", "/stream"])
+@pytest.mark.parametrize(
+    "route",
+    [
+        "/api/chat",
+        "/v1/chat/completions",
+        "/api/generations",
+        "/stream",
+        "/v1/responses",
+        "/v1/messages",
+        "/ollama/api/chat",
+    ],
+)
 @pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "ollama/llama3"])
 def test_the_request_id_goes_upstream_as_x_request_id(client, fake_openai, fake_ollama, route, model):
     fake = fake_openai if model.startswith("openai/") else fake_ollama

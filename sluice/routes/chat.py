@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import sse
 from ..catalog import list_models
@@ -34,7 +34,7 @@ def chat() -> Response:
     """Run a chat tied to this connection: SSE, NDJSON, plain text, or one JSON object."""
     config = current_app.config
     body = read_json(request, config["SLUICE_MAX_BODY_BYTES"])
-    chat_request = parse_chat(body, config["SLUICE_DEFAULT_MODEL"], g.get("request_id"))
+    chat_request = parse_chat(body, config["SLUICE_DEFAULT_MODEL"])
     if not chat_request.stream:
         # Its id arrives with the end: nothing to resume, so it may run without Redis.
         stream = relay.open_stream(chat_request, resumable=False)
@@ -73,7 +73,7 @@ def classic() -> Response:
             body["options"] = {"max_tokens": int(request.args["max_tokens"])}
         except ValueError:
             raise InvalidRequest("max_tokens must be a positive integer.") from None
-    stream = relay.open_stream(parse_chat(body, config["SLUICE_DEFAULT_MODEL"], g.get("request_id")))
+    stream = relay.open_stream(parse_chat(body, config["SLUICE_DEFAULT_MODEL"]))
     return relay.respond(stream, ClassicEvents(config["SLUICE_RETRY_MS"]))
 
 

@@ -8,7 +8,7 @@ then follows live; ``DELETE`` cancels it wherever it runs.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from ..chat import parse_chat, read_json
 from ..errors import InvalidRequest
@@ -39,7 +39,7 @@ def start() -> tuple[Response, int]:
     """Start a chat in the background: ``202 {"id", "events_url"}``."""
     config = current_app.config
     body = read_json(request, config["SLUICE_MAX_BODY_BYTES"])
-    chat = parse_chat(body, config["SLUICE_DEFAULT_MODEL"], g.get("request_id"))
+    chat = parse_chat(body, config["SLUICE_DEFAULT_MODEL"])
     generation = relay.start_background(chat)
     events_url = url_for("generations.events", generation_id=generation.id)
     response = jsonify(id=generation.id, events_url=events_url)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from ..catalog import list_models
 from ..chat import parse_openai, read_json
@@ -28,7 +28,7 @@ def chat_completions() -> Response:
     """OpenAI's chat completions, streamed or not."""
     config = current_app.config
     body = read_json(request, config["SLUICE_MAX_BODY_BYTES"])
-    chat, include_usage = parse_openai(body, config["SLUICE_DEFAULT_MODEL"], g.get("request_id"))
+    chat, include_usage = parse_openai(body, config["SLUICE_DEFAULT_MODEL"])
     # OpenAI's clients never resume by id: it may run without Redis.
     stream = relay.open_stream(chat, resumable=False)
     base: dict[str, Any] = {

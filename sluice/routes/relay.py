@@ -21,6 +21,7 @@ client that leaves is noticed without waiting for a write (``disconnect``).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -49,6 +50,13 @@ __all__ = [
     "start_background",
     "streaming_response",
 ]
+
+
+def _with_request_id(chat: ChatRequest) -> ChatRequest:
+    """``chat`` carrying this request's id (it goes upstream as ``X-Request-ID``), whatever parsed it."""
+    if chat.request_id is None and g.get("request_id"):
+        return dataclasses.replace(chat, request_id=g.request_id)
+    return chat
 
 
 def generations() -> Generations:
@@ -112,7 +120,7 @@ def open_stream(
     found = generations()
     config = current_app.config
     policy = Policy.tied_to(config["SLUICE_HOLD_S"], config["SLUICE_HEARTBEAT_S"], resumable)
-    generation = found.start(chat, g.get("key_id"), policy, meta)
+    generation = found.start(_with_request_id(chat), g.get("key_id"), policy, meta)
     g.generation = generation
     stream = Stream(found, generation)
     try:
@@ -167,7 +175,7 @@ def start_background(chat: ChatRequest, meta: str | None = None, to_the_end: boo
         no listener has been attached for ``SLUICE_DETACH_GRACE_S``.
     """
     grace = None if to_the_end else current_app.config["SLUICE_DETACH_GRACE_S"]
-    generation = generations().start(chat, g.get("key_id"), Policy.background(grace), meta)
+    generation = generations().start(_with_request_id(chat), g.get("key_id"), Policy.background(grace), meta)
     g.generation = generation
     return generation
 
