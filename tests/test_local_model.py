@@ -313,11 +313,17 @@ def test_nothing_is_left_after_sluice_stops(start_server, tmp_path: Path, stop: 
 
 
 @pytest.mark.slow
-def test_a_dead_model_server_is_restarted_and_its_streams_end_with_an_error(start_server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("victim", ["model server", "keeper"])
+def test_a_killed_model_server_is_restarted_and_its_streams_end_with_an_error(
+    start_server, tmp_path: Path, victim: str
+) -> None:
+    """Model server killed: its keeper restarts it. Keeper killed: the server dies with it; Sluice starts both."""
     gguf = model_copy(tmp_path, "crashing")
     settings = {"SLUICE_LOCAL_MODEL": str(gguf)}
     server = start_server(**settings)
     host = LlamaHost(spec_of(settings))
+    state = host.state()
+    assert state is not None and state["status"] == "ready"
     body = {
         "model": "local/crashing",
         "messages": ASK,
@@ -329,17 +335,16 @@ def test_a_dead_model_server_is_restarted_and_its_streams_end_with_an_error(star
         for event in stream:
             events.append(json.loads(event.data))
             if events[-1]["type"] == "delta" and len(events) == 2:
-                first = host.endpoint()
-                assert first is not None
-                os.kill(first.pid, signal.SIGKILL)
+                os.kill(state["pid"] if victim == "model server" else state["keeper"], signal.SIGKILL)
     assert events[-1]["type"] == "error", events[-3:]
     error = events[-1]["error"]
     assert error["code"] == "upstream_error" and "local model server stopped" in error["message"]
     # The next request waits for the new server instead of failing.
     reply = chat(server.url, model="local/crashing", options={"max_tokens": 4})
     assert reply.status_code == 200, reply.text
-    second = host.endpoint()
-    assert second is not None and second.pid != first.pid and mapping(gguf) == {second.pid}
+    again = host.state()
+    assert again is not None and again["pid"] != state["pid"] and mapping(gguf) == {again["pid"]}
+    assert (again["keeper"] == state["keeper"]) == (victim == "model server")
 
 
 def _open_port() -> socket.socket:
