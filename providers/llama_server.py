@@ -50,12 +50,14 @@ import os
 import secrets
 import select
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -86,6 +88,7 @@ _KEEPER_LOCK_WAIT_S = 15.0
 # A process that started a keeper starts no other for this long (it may still be starting).
 _KEEPER_START_S = 10.0
 _STOP_WAIT_S = 5.0
+_CONNECT_S = 1.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -328,6 +331,21 @@ class LlamaHost:
             self._confirmed = state
         return Endpoint(str(state["url"]), str(state["api_key"]), int(state["pid"]))
 
+    def serving(self, endpoint: Endpoint) -> bool:
+        """True while ``endpoint`` is still the ready server and takes connections.
+
+        A killed server's sockets close before its process is reaped: a stream
+        that broke off can see the process still listed, never its port open.
+        """
+        if self.endpoint() != endpoint:
+            return False
+        address = urllib.parse.urlsplit(endpoint.url)
+        try:
+            socket.create_connection((address.hostname, address.port), timeout=_CONNECT_S).close()
+        except OSError:
+            return False
+        return True
+
     def wait_ready(self, timeout: float | None = None, pause: Callable[[float], bool] = _sleep) -> Endpoint:
         """Return the server's endpoint once it answers, starting it if needed.
 
@@ -384,10 +402,16 @@ def start_local_model(settings: Mapping[str, Any]) -> LlamaHost | None:
 
 
 def _spawn_keeper(spec: LlamaSpec, files: _Files) -> None:
-    """Start a detached keeper (the launcher forks it off and returns at once)."""
+    """Start a detached keeper (the launcher forks it off and returns at once).
+
+    :raise LocalModelError: the launcher could not run.
+    """
     argv = [sys.executable, "-m", "providers.llama_server", "keep", str(files.state.parent), spec.to_json()]
     log.info("starting the local model server for %s", spec.model)
-    subprocess.run(argv, cwd=ROOT, stdin=subprocess.DEVNULL, check=True, timeout=30)
+    try:
+        subprocess.run(argv, cwd=ROOT, stdin=subprocess.DEVNULL, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise LocalModelError(f"could not start its keeper ({type(exc).__name__})") from exc
 
 
 # ----------------------------------------------------------------- the keeper
@@ -395,6 +419,10 @@ def _spawn_keeper(spec: LlamaSpec, files: _Files) -> None:
 
 class _Stop(Exception):
     """SIGTERM, SIGINT or SIGHUP reached the keeper."""
+
+
+class _LoadFailed(Exception):
+    """The model server exited before it answered."""
 
 
 def _on_signal(signum: int, frame: object) -> None:
@@ -423,13 +451,15 @@ def _keep(spec: LlamaSpec, directory: Path) -> int:
         while _has_users(users_fd):
             _write_state(files.state, status="starting", keeper=os.getpid())
             begun = time.monotonic()
-            server, url, api_key = _start_server(spec, users_fd)
-            if server is None:
-                return 0  # every user left while it loaded
-            if not url:
-                _write_state(files.state, status="failed", keeper=os.getpid(), error=api_key)
-                log.error("the local model server failed to start: %s", api_key)
+            try:
+                started = _start_server(spec, users_fd)
+            except _LoadFailed as exc:
+                _write_state(files.state, status="failed", keeper=os.getpid(), error=str(exc))
+                log.error("the local model server failed to start: %s", exc)
                 return 1
+            if started is None:
+                return 0  # every user left while it loaded
+            server, url, api_key = started
             _write_state(files.state, status="ready", keeper=os.getpid(), pid=server.pid, url=url, api_key=api_key)
             log.info(
                 "llama.cpp serves %s on %s (pid %d, ready in %.1f s)",
@@ -465,10 +495,10 @@ def _keep(spec: LlamaSpec, directory: Path) -> int:
                 files.state.unlink()
 
 
-def _start_server(spec: LlamaSpec, users_fd: int) -> tuple[subprocess.Popen[bytes] | None, str, str]:
-    """Start the model server and wait for its address: (process, url, api key), or (process, "", error).
+def _start_server(spec: LlamaSpec, users_fd: int) -> tuple[subprocess.Popen[bytes], str, str] | None:
+    """Start the model server: (process, url, API key) once it answers; None if every user left meanwhile.
 
-    (None, "", "") when every user left while it loaded.
+    :raise _LoadFailed: it exited before answering (the message says why).
     """
     api_key = secrets.token_urlsafe(24)
     server = subprocess.Popen(
@@ -491,7 +521,7 @@ def _start_server(spec: LlamaSpec, users_fd: int) -> tuple[subprocess.Popen[byte
             line += chunk
         elif not _has_users(users_fd):
             _stop(server)
-            return None, "", ""
+            return None
     server.stdout.close()
     try:
         said = json.loads(line or b"{}")
@@ -500,7 +530,7 @@ def _start_server(spec: LlamaSpec, users_fd: int) -> tuple[subprocess.Popen[byte
     if "url" in said:
         return server, str(said["url"]), api_key
     _stop(server)
-    return server, "", str(said.get("error") or f"it exited with {server.returncode} (see the log above)")
+    raise _LoadFailed(str(said.get("error") or f"it exited with {server.returncode} (see the log above)"))
 
 
 def _stop(server: subprocess.Popen[bytes]) -> None:

@@ -10,9 +10,11 @@ any OpenAI-compatible upstream: through ``OpenAIProvider``, so everything the
 logprobs, extras) and every error it maps, ``local`` has too.
 
 A request never fails because the model is loading: the gunicorn master
-loads it before the workers start (``llama_server.start_local_model``), and a request that
-finds it (re)starting waits for it, within the first-token deadline. Cancel and
-disconnect close the connection to llama.cpp, which frees the slot at once.
+loads it before the workers start (``llama_server.start_local_model``), and a
+request that finds it (re)starting waits for it, within the first-token
+deadline. A stream that breaks off because the server died ends with an error
+that says so. Cancel and disconnect close the connection to llama.cpp, which
+frees the slot at once.
 """
 
 from __future__ import annotations
@@ -78,11 +80,11 @@ class LocalProvider:
         except UpstreamUnavailable:
             # Raised before any piece: the server died since it was last seen ready.
             # The keeper restarts it; wait for that, once, rather than fail the request.
-            if abort.is_set or self.host.endpoint() == endpoint:
+            if abort.is_set or self.host.serving(endpoint):
                 raise
             upstream, endpoint = self._connect(abort)
             return (yield from upstream.stream(request, model, abort))
         except UpstreamError as exc:
-            if abort.is_set or self.host.endpoint() == endpoint:
+            if abort.is_set or self.host.serving(endpoint):
                 raise
             raise UpstreamError("The local model server stopped mid-answer; it is being restarted.") from exc
