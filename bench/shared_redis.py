@@ -131,6 +131,7 @@ def main(argv: list[str]) -> None:
         "SLUICE_RATE_LIMIT": "",
         "SLUICE_MAX_STREAMS": "100000",
         "SLUICE_MAX_GENERATIONS": "100000",
+        "SLUICE_LOCAL_MODEL": "off",  # the workloads use demo/echo and Ollama's fake
     }
     run_peers.SERVERS["sluice"] = dict(common, port=int(port), env=dict(env), default=False)
     run_peers.SERVERS["sluice-redis"] = dict(

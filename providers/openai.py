@@ -68,7 +68,10 @@ log = logging.getLogger(__name__)
 
 # Older servers still say function_call for a tool call.
 _FINISH = {"function_call": "tool_calls"}
-_CONTEXT = re.compile(r"context (length|window)|maximum context|too many tokens", re.I)
+# OpenAI says context_length_exceeded; vLLM "maximum context length"; llama.cpp's server
+# "exceeds the available context size" with type exceed_context_size_error.
+_CONTEXT = re.compile(r"context (length|window|size)|maximum context|too many tokens", re.I)
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
 # Arguments the SDK's ``create`` takes by name; everything else goes in ``extra_body``.
 _NAMED = frozenset(
     {
@@ -116,7 +119,7 @@ def map_openai_error(exc: Exception) -> SluiceError:
     retry_after = retry_after_seconds(exc.response.headers.get("Retry-After"))
     if status in (400, 413, 422):
         param = exc.param if isinstance(exc.param, str) else None  # the field the upstream named
-        if exc.code == "context_length_exceeded" or _CONTEXT.search(reason):
+        if exc.code in _CONTEXT_CODES or exc.type in _CONTEXT_CODES or _CONTEXT.search(reason):
             return ContextLengthExceeded(f"The prompt does not fit the model's context{said}", param=param)
         return InvalidRequest(f"The OpenAI-compatible server refused the request{said}", param=param)
     if status == 404:

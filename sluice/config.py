@@ -49,15 +49,39 @@ def _non_negative(cast: Callable[[str], float]) -> Callable[[str], Any]:
 _float = _non_negative(float)
 _int = _non_negative(int)
 
+
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _gguf(raw: str) -> str:
+    # "" is the shipped model, "off" turns the provider off, anything else names a file.
+    value = raw.strip()
+    if value.lower() in {"", "off"}:
+        return value.lower()
+    if not os.path.isfile(os.path.expanduser(value)):
+        raise ValueError("no such file (a GGUF model file, or off)")
+    return value
+
+
 # name -> (default, parser). Defaults are the contract's (SPEC.md "Settings").
 SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
-    "SLUICE_DEFAULT_MODEL": ("demo/echo", str),
+    # Unset: local/smollm2-135m where the local provider is on, else demo/echo (app.py decides).
+    "SLUICE_DEFAULT_MODEL": (None, _optional_str),
     # Provider that a bare model name ("llama3") goes to; empty = the default model's provider.
     "SLUICE_DEFAULT_PROVIDER": (None, _optional_str),
     "SLUICE_DEMO_DELAY_MS": (30.0, _float),
     "OLLAMA_BASE_URL": ("http://localhost:11434", str),
     "OPENAI_API_KEY": (None, _optional_str),
     "OPENAI_BASE_URL": (None, _optional_str),
+    # The local provider (providers/local.py): a GGUF path, "off", or unset for SmolLM2-135M.
+    "SLUICE_LOCAL_MODEL": ("", _gguf),
+    "SLUICE_LOCAL_CTX": (2048, _positive),  # tokens per request (one slot)
+    "SLUICE_LOCAL_THREADS": (0, _int),  # 0: llama.cpp's choice, the machine's cores
+    "SLUICE_LOCAL_PARALLEL": (2, _positive),  # requests generated at once; more wait their turn
     "SLUICE_CONNECT_TIMEOUT_S": (5.0, _float),
     "SLUICE_HOLD_S": (5.0, _float),
     "SLUICE_FIRST_TOKEN_TIMEOUT_S": (60.0, _float),

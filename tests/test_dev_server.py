@@ -34,6 +34,7 @@ def dev_server(tmp_path: Path, fake_ollama, fake_openai):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLUICE_", "OLLAMA_", "OPENAI_"))}
     env.update(upstream_settings(fake_ollama, fake_openai), SLUICE_DEMO_DELAY_MS="1", SLUICE_HOLD_S="0.2")
+    env["SLUICE_LOCAL_MODEL"] = "off"  # the default model is then demo/echo
     log = open(tmp_path / "flask.log", "wb")
     flask = str(Path(sys.executable).with_name("flask"))
     process = subprocess.Popen(

@@ -1,41 +1,23 @@
-"""The Anthropic and Ollama dialects against a real OpenAI-compatible server (llama.cpp), when one is there.
+"""The Anthropic and Ollama dialects against a real llama.cpp server with SmolLM2.
 
 One stream through each official client, relayed by Sluice to a real model:
-the SDKs must accept what a real server's answer becomes. Skipped cleanly
-without ``SLUICE_TEST_OPENAI_URL`` (docs/testing.md, "Against a real model
-server").
+the SDKs must accept what a real server's answer becomes. The server is the
+``real_upstream`` fixture's (tests/conftest.py): the local model Sluice runs,
+or ``SLUICE_TEST_OPENAI_URL``.
 """
 
 from __future__ import annotations
 
-import os
-
 import anthropic
 import ollama
 import pytest
-import requests
 
-URL = os.environ.get("SLUICE_TEST_OPENAI_URL", "")
-
-
-def _reachable(url: str) -> bool:
-    if not url:
-        return False
-    try:
-        return requests.get(url.rstrip("/") + "/models", timeout=2).ok
-    except requests.RequestException:
-        return False
-
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not _reachable(URL), reason="no real OpenAI-compatible server at SLUICE_TEST_OPENAI_URL"),
-]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def real(start_server):
-    return start_server(OPENAI_BASE_URL=URL, OPENAI_API_KEY="unused", SLUICE_FIRST_TOKEN_TIMEOUT_S="120")
+def real(start_server, real_upstream):
+    return start_server(**real_upstream)
 
 
 def test_anthropic_stream(real):

@@ -333,6 +333,32 @@ def test_model_output_cannot_run_script_or_load_anything(tab: Tab, fake_ollama: 
 # ---------------------------------------------------------------- models, errors, keys
 
 
+def test_default_settings_answer_with_the_real_local_model(browser, tmp_path, ollama_upstream, openai_upstream) -> None:
+    # Nothing set but the fake upstreams: the local model is on and is the default, as after `make run`.
+    server = launch_server(tmp_path, upstream_settings(ollama_upstream, openai_upstream))
+    tab = Tab(browser, server.url)
+    try:
+        tab.open()
+        expect(tab.page.locator("#model")).to_have_value("local/smollm2-135m")
+        tab.send("Say hello.")
+        answer = tab.answer()
+        # The page sends no token limit and the model samples: most answers take a second, a few ramble on.
+        expect(answer).to_have_attribute("data-state", "done", timeout=120_000)
+        expect(answer.locator(".md")).not_to_be_empty()
+        expect(answer.locator(".meta")).to_contain_text("local/smollm2-135m")
+        expect(answer.locator(".meta")).to_contain_text("tokens/s")
+        stored = tab.page.evaluate(
+            "() => JSON.parse(localStorage.getItem('sluice.v1.conv.' + JSON.parse(localStorage.getItem('sluice.v1.open'))))"
+        )
+        reply = stored["messages"][1]["content"]
+        assert reply.strip() and "echo ·" not in reply  # the model's words, not the demo's echo
+        tab.screenshot("local-model")
+        assert tab.errors == [], tab.errors
+    finally:
+        tab.close()
+        server.stop()
+
+
 def test_model_picker_lists_upstream_models_and_remembers_the_choice(tab: Tab) -> None:
     tab.open()
     options = tab.page.locator("#model option")

@@ -46,6 +46,7 @@ def plain_gunicorn(tmp_path):
     }
     # The address through Sluice's own setting: the command line stays bare.
     env["SLUICE_BIND"] = f"127.0.0.1:{port}"
+    env["SLUICE_LOCAL_MODEL"] = "off"  # the burst is for demo/echo, the default model then
     log_path = tmp_path / "gunicorn.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

@@ -1,36 +1,23 @@
-"""Against a real OpenAI-compatible server (llama.cpp), when ``SLUICE_TEST_OPENAI_URL`` names one.
+"""Against a real OpenAI-compatible server: llama.cpp's, with SmolLM2-135M, through the ``openai`` provider.
 
 JSON-schema output, ``stop`` and ``seed`` through Sluice must behave as they do
-straight to the server. Skipped cleanly without a server (CI downloads no
-model); docs/testing.md ("Against a real model server") says how to run one.
+straight to the server. The server is the ``real_upstream`` fixture's
+(tests/conftest.py): by default the one Sluice itself runs for the ``local``
+provider (the model ships in requirements, so CI runs these);
+``SLUICE_TEST_OPENAI_URL`` names another one instead (docs/testing.md,
+"Against a real model server").
 """
 
 from __future__ import annotations
 
 import json
-import os
 
 import openai
 import pydantic
 import pytest
 import requests
 
-URL = os.environ.get("SLUICE_TEST_OPENAI_URL", "")
-
-
-def _reachable(url: str) -> bool:
-    if not url:
-        return False
-    try:
-        return requests.get(url.rstrip("/") + "/models", timeout=2).ok
-    except requests.RequestException:
-        return False
-
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not _reachable(URL), reason="no real OpenAI-compatible server at SLUICE_TEST_OPENAI_URL"),
-]
+pytestmark = pytest.mark.slow
 
 
 class Person(pydantic.BaseModel):
@@ -39,8 +26,8 @@ class Person(pydantic.BaseModel):
 
 
 @pytest.fixture
-def sdk(start_server):
-    server = start_server(OPENAI_BASE_URL=URL, OPENAI_API_KEY="unused", SLUICE_FIRST_TOKEN_TIMEOUT_S="120")
+def sdk(start_server, real_upstream):
+    server = start_server(**real_upstream)
     with openai.OpenAI(api_key="unused", base_url=server.url + "/v1", max_retries=0, timeout=120) as client:
         yield client
 
@@ -85,8 +72,8 @@ def test_a_fixed_seed_repeats(sdk):
     assert first and ask() == first
 
 
-def test_sluice_body_reaches_the_server_too(start_server):
-    server = start_server(OPENAI_BASE_URL=URL, OPENAI_API_KEY="unused", SLUICE_FIRST_TOKEN_TIMEOUT_S="120")
+def test_sluice_body_reaches_the_server_too(start_server, real_upstream):
+    server = start_server(**real_upstream)
     reply = requests.post(
         server.url + "/api/chat",
         json={

@@ -1,35 +1,17 @@
-"""The Responses API through Sluice to a real OpenAI-compatible server (llama.cpp), when
-``SLUICE_TEST_OPENAI_URL`` names one: a streamed response, and ``text.format`` with a JSON schema.
+"""The Responses API through Sluice to a real llama.cpp server with SmolLM2: a streamed
+response, and ``text.format`` with a JSON schema.
 
-Skipped cleanly without a server, as ``tests/test_real_server.py`` is; docs/testing.md ("Against a
-real model server") says how to run one.
+The server is the ``real_upstream`` fixture's (tests/conftest.py): the local
+model Sluice runs, or ``SLUICE_TEST_OPENAI_URL``.
 """
 
 from __future__ import annotations
 
-import os
-
 import openai
 import pydantic
 import pytest
-import requests
 
-URL = os.environ.get("SLUICE_TEST_OPENAI_URL", "")
-
-
-def _reachable(url: str) -> bool:
-    if not url:
-        return False
-    try:
-        return requests.get(url.rstrip("/") + "/models", timeout=2).ok
-    except requests.RequestException:
-        return False
-
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not _reachable(URL), reason="no real OpenAI-compatible server at SLUICE_TEST_OPENAI_URL"),
-]
+pytestmark = pytest.mark.slow
 
 
 class Person(pydantic.BaseModel):
@@ -38,8 +20,8 @@ class Person(pydantic.BaseModel):
 
 
 @pytest.fixture
-def sdk(start_server):
-    server = start_server(OPENAI_BASE_URL=URL, OPENAI_API_KEY="unused", SLUICE_FIRST_TOKEN_TIMEOUT_S="120")
+def sdk(start_server, real_upstream):
+    server = start_server(**real_upstream)
     with openai.OpenAI(api_key="unused", base_url=server.url + "/v1", max_retries=0, timeout=120) as client:
         yield client
 
