@@ -194,25 +194,29 @@ class ResponsesRequest:
 
 
 def _blame(exc: InvalidRequest, sources: Sequence[str], extras: Sequence[str]) -> InvalidRequest:
-    """``exc`` with ``param`` set to the Responses field its message names first (when it names one).
+    """``exc`` with ``param`` naming the Responses field it is about.
 
-    A chat message's position (``messages[3]``) becomes the input item it came
-    from, in the message too, so the client reads its own field names.
+    The chat-level ``param`` (or, without one, the field the message names
+    first) is translated: a chat message's position (``messages[3]``) becomes
+    the input item it came from, in the message too, so the client reads its
+    own field names; ``response_format`` becomes ``text.format``, and so on.
     """
-    if exc.param is not None:
-        return exc
-    match = _LEADING_NAME.match(exc.message)
+    match = _LEADING_NAME.match(exc.param if exc.param is not None else exc.message)
     if match is None:
         return exc
     name, index = match.group(1), match.group(2)
     if name == "messages" and index is not None and int(index) < len(sources):
+        chat_name = match.group(0).lstrip("'")
         exc.param = sources[int(index)]
-        exc.message = exc.param + exc.message[match.end() :]
+        if exc.message.startswith(chat_name):
+            exc.message = exc.param + exc.message[len(chat_name) :]
+    elif name == "messages":
+        exc.param = "input"
     elif name == "extra":
         exc.param = extras[0] if extras else None
     elif name in _CHAT_TO_RESPONSES:
         exc.param = _CHAT_TO_RESPONSES[name]
-    elif name in OPTION_NAMES or name in ("tools", "tool_choice", "parallel_tool_calls"):
+    elif exc.param is None and (name in OPTION_NAMES or name in ("tools", "tool_choice", "parallel_tool_calls")):
         exc.param = name if index is None else f"{name}[{index}]"
     return exc
 
