@@ -9,6 +9,7 @@ without gunicorn.conf.py"): the gevent worker, ``worker_connections`` and
 ``keepalive``.
 """
 
+import math
 import os
 import resource
 import sys
@@ -29,9 +30,13 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 # Each open stream is a connection: gunicorn's default of 1000 queues the rest.
 worker_connections = 10000
 # With gevent, `timeout` is the worker's heartbeat, not a request limit: streams
-# lasting many minutes are fine. A restart lets running streams finish for 30 s.
+# lasting many minutes are fine.
 timeout = 30
-graceful_timeout = 30
+# A stop or a reload lets running generations go on for the drain window,
+# SLUICE_DRAIN_S (120 s by default, as in sluice/config.py; docs/deploy.md
+# "Reloads, restarts and crashes"); gunicorn waits a little longer before it
+# gives up on a worker, so the window closes cleanly first.
+graceful_timeout = math.ceil(float(os.environ.get("SLUICE_DRAIN_S") or 120)) + 5
 # Longer than nginx's upstream keepalive_timeout, so gunicorn never closes first.
 # The gevent worker also bounds the wait for each request's headers by it, a new
 # connection's first request included: with gunicorn's default of 2 s, a burst
@@ -120,12 +125,15 @@ def pre_request(worker, req):
 
 
 def post_worker_init(worker):
-    """Drain on SIGTERM or reload: new streams refused, running ones given the grace period.
+    """Reap for the worker's life; drain on SIGTERM or reload.
 
-    gunicorn stops accepting at once and kills what is left after
-    ``graceful_timeout``; a second before that, Sluice ends the generations still
-    running with an ``error`` event ``server_shutting_down`` so their clients
-    retry (and, with Redis, resume elsewhere) instead of seeing a cut connection.
+    On a stop or a reload gunicorn stops this worker accepting at once (new
+    workers, or other hosts, take the new requests) and gives up on it after
+    ``graceful_timeout``. Sluice lets its running generations go on for the
+    drain window (``SLUICE_DRAIN_S``, ending a little before that), then ends
+    those still running with an ``error`` event ``server_shutting_down`` so
+    their clients retry (and, with Redis, resume elsewhere) instead of seeing
+    a cut connection.
     """
     import gc
 
@@ -162,15 +170,43 @@ def post_worker_init(worker):
     extensions["sluice.metrics"].watch_loop()
 
     generations = extensions["sluice"]
+    # Every worker ends the generations of workers that died, even while it runs none.
+    generations.run_janitor()
     grace = worker.cfg.graceful_timeout
-    within = max(0.5 * grace, grace - 1.5)
+    window = min(worker.wsgi.config["SLUICE_DRAIN_S"], max(0.5 * grace, grace - 1.5))
 
     def watch():
         while worker.alive:
             gevent.sleep(0.2)
-        generations.drain(within)
+        generations.drain(window)
 
     gevent.spawn(watch)
+
+
+def worker_int(worker):
+    """SIGINT or SIGQUIT, a quick stop: running generations end now (``server_shutting_down``)."""
+    generations = _generations(worker)
+    if generations is not None:
+        generations.drain(0)
+
+
+def worker_exit(server, worker):
+    """Keep a draining worker alive until its generations have ended or its window closed.
+
+    gunicorn's gevent worker returns once its connections are closed, and a
+    background generation is not a connection: without this wait the process
+    would exit and take the generation with it. Until then the arbiter is
+    waiting for the old workers (a reload) or for all of them (a stop), within
+    ``graceful_timeout``.
+    """
+    generations = _generations(worker)
+    if generations is not None and generations.draining:
+        generations.drained.wait(server.cfg.graceful_timeout)
+
+
+def _generations(worker):
+    """The worker's ``sluice.generations.Generations`` (None for another app, or before it loaded)."""
+    return getattr(getattr(worker, "wsgi", None), "extensions", {}).get("sluice")
 
 
 def child_exit(server, worker):

@@ -96,6 +96,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "SLUICE_MODELS_TIMEOUT_S": (2.0, _float),
     "SLUICE_GENERATION_TTL_S": (600.0, _float),
     "SLUICE_DETACH_GRACE_S": (30.0, _float),
+    # On a stop or reload, running generations go on this long (gunicorn.conf.py's graceful_timeout follows).
+    "SLUICE_DRAIN_S": (120.0, _float),
     "SLUICE_MAX_EVENTS": (100_000, _int),
     "SLUICE_MAX_GENERATIONS": (10_000, _int),
     "SLUICE_SEND_TIMEOUT_S": (30.0, _float),

@@ -18,10 +18,22 @@ has been attached for its grace (``SLUICE_DETACH_GRACE_S``; a grace of
 enough to ride out a reconnect (nothing lost), short enough that an
 abandoned answer stops costing tokens.
 
-A janitor task, running only while this worker runs generations, renews their
-leases in the broker (so other workers can tell a dead owner from a slow
-model) and applies the graces, once a tick. With a shared broker, a second
-task follows cancel requests made on other workers.
+A janitor task renews the leases of this worker's generations in the broker
+(so other workers can tell a dead owner from a slow model), applies the
+graces, and reaps: ends the generations whose worker is gone and forgets
+finished ones past their TTL (``Broker.reap``), once a tick. It runs while
+this worker runs generations, and for the worker's whole life once
+``run_janitor`` is called (gunicorn's ``post_worker_init``), so a dead
+worker's generations end within their lease even if no one listens and
+nothing else runs. With a shared broker, a second task follows cancel
+requests made on other workers.
+
+Stopping (``drain``): new generations are refused, running ones go on for the
+drain window (``SLUICE_DRAIN_S``) and the rest then end with
+``server_shutting_down``; the broker flushes and ends the listeners that
+follow other workers' generations, and ``drained`` is set. The gunicorn hooks
+keep the worker alive until then: a background generation is not a
+connection, so gunicorn itself would not wait for it.
 """
 
 from __future__ import annotations
@@ -166,9 +178,13 @@ class Generations:
         self.fallbacks = fallbacks or {}
         self.metrics = metrics
         self.draining = False
+        #: Set once a drain is over: every generation has ended and the listeners have been let go.
+        self.drained = threading.Event()
+        self._drain_until = float("inf")
         self.running: dict[str, Generation] = {}
         self._lock = threading.Lock()
         self._janitor: Task | None = None
+        self._resident = False  # the janitor runs for the worker's life (``run_janitor``)
         self._cancels: Task | None = None
 
     def start(self, request: ChatRequest, owner: str | None, policy: Policy, meta: str | None = None) -> Generation:
@@ -310,21 +326,33 @@ class Generations:
             self.metrics.active_streams.dec()
 
     def drain(self, within_s: float) -> None:
-        """Refuse new generations, let running ones finish for ``within_s``, then end the rest.
+        """Refuse new generations, let running ones go on for ``within_s`` (the drain window), then end the rest.
 
         The rest end with an ``error`` event ``server_shutting_down``: their
         listeners are told to retry, and with a shared broker a client that
-        resumes elsewhere loses nothing already sent.
+        resumes elsewhere loses nothing already sent. Then the broker flushes
+        and lets its listeners go (``Broker.close``), and ``drained`` is set.
+        A second call (a quick stop during a drain) can only bring the end
+        nearer; it returns once the drain is over.
         """
-        self.draining = True
-        deadline = time.monotonic() + within_s
-        while self.running and time.monotonic() < deadline:
+        with self._lock:
+            first = not self.draining
+            self.draining = True
+            self._drain_until = min(self._drain_until, time.monotonic() + within_s)
+        if not first:
+            self.drained.wait(max(0.0, self._drain_until - time.monotonic()) + 5.0)
+            return
+        while self.running and time.monotonic() < self._drain_until:
             time.sleep(0.05)
         for generation in list(self.running.values()):
             generation.abort.abort("shutdown")
         deadline = time.monotonic() + 1.0
         while self.running and time.monotonic() < deadline:
             time.sleep(0.01)
+        try:
+            self.broker.close()
+        finally:
+            self.drained.set()
 
     def cancel(self, generation_id: str, reason: str = "cancelled") -> bool:
         """Stop a generation this worker runs; False if it runs elsewhere or has ended."""
@@ -347,6 +375,17 @@ class Generations:
 
     # -- background upkeep ---------------------------------------------------------
 
+    def run_janitor(self) -> None:
+        """Keep the janitor running for the worker's whole life, even while it runs no generation.
+
+        Called once a worker serves (gunicorn's ``post_worker_init``): then every
+        worker reaps the generations of dead ones (``Broker.reap``). Without it
+        the janitor runs only while this worker runs generations (``flask run``,
+        tests), and admission still reaps when it finds no room.
+        """
+        self._resident = True
+        self._ensure_tasks()
+
     def _ensure_tasks(self) -> None:
         with self._lock:
             if self._janitor is None:
@@ -355,19 +394,28 @@ class Generations:
                 self._cancels = spawn(self.broker.follow_cancels, self.cancel)
 
     def _upkeep(self) -> None:
-        """Renew leases and cancel detached generations nobody listened to for the grace."""
+        """Renew leases, cancel detached generations nobody listened to for the grace, reap."""
         lease_s = self.broker.lease_s
         tick = max(0.05, min(1.0, self.detach_grace_s / 4, lease_s / 3))
+        reap_every = max(tick, min(1.0, lease_s / 3))
+        next_reap = 0.0
         while True:
             with self._lock:
                 running = list(self.running.values())
-                if not running:
+                if not running and not self._resident:
                     self._janitor = None
                     return
-            try:
-                self.broker.renew([g.id for g in running if g.shared])
-            except Exception:  # the broker is away: listeners and /readyz say so
-                log.warning("could not renew leases")
+            if running:
+                try:
+                    self.broker.renew([g.id for g in running if g.shared])
+                except Exception:  # the broker is away: listeners and /readyz say so
+                    log.warning("could not renew leases")
+            if time.monotonic() >= next_reap:
+                next_reap = time.monotonic() + reap_every
+                try:
+                    self.broker.reap()
+                except Exception:  # best effort, as renewing: the next tick tries again
+                    log.warning("could not reap lost generations")
             now = time.time()
             for generation in running:
                 # A tied generation whose response left runs only while someone listens by id.

@@ -219,8 +219,14 @@ class Server:
                 self.process.wait(5)
 
 
-def launch_server(log_dir: Path, settings: dict[str, str], workers: int = 1) -> Server:
-    """Start gunicorn (one gevent worker by default) on a pre-bound free port with ``settings``."""
+def launch_server(
+    log_dir: Path, settings: dict[str, str], workers: int = 1, gunicorn_args: tuple[str, ...] = ()
+) -> Server:
+    """Start gunicorn (one gevent worker by default) on a pre-bound free port with ``settings``.
+
+    ``gunicorn_args`` come last on gunicorn's command line (``("--graceful-timeout", "50")``
+    overrides the tests' one second).
+    """
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -242,6 +248,7 @@ def launch_server(log_dir: Path, settings: dict[str, str], workers: int = 1) -> 
                 str(workers),
                 "--graceful-timeout",
                 "1",
+                *gunicorn_args,
                 "wsgi:app",
             ],
             cwd=ROOT,
@@ -279,9 +286,9 @@ def start_server(tmp_path: Path, fake_ollama: FakeOllama, fake_openai: FakeOpenA
     """Start a dedicated server with extra settings (stopped at teardown)."""
     started: list[Server] = []
 
-    def start(workers: int = 1, **settings: str) -> Server:
+    def start(workers: int = 1, gunicorn_args: tuple[str, ...] = (), **settings: str) -> Server:
         merged = {**BASE_SETTINGS, **upstream_settings(fake_ollama, fake_openai), **settings}
-        srv = launch_server(tmp_path, merged, workers)
+        srv = launch_server(tmp_path, merged, workers, gunicorn_args)
         started.append(srv)
         return srv
 

@@ -118,6 +118,18 @@ class Broker(Protocol):
         """Extend this worker's leases on the generations it runs."""
         ...
 
+    def reap(self) -> None:
+        """End generations whose worker is gone and forget finished ones past their TTL (the janitor's tick)."""
+        ...
+
+    def close(self, within_s: float | None = None) -> None:
+        """The worker stops: flush what it produced (up to ``within_s``), then end the listeners it serves.
+
+        Listeners of generations that run elsewhere end without an end event,
+        so their clients resume on another worker.
+        """
+        ...
+
     def ping(self) -> bool:
         """True when the broker answers (``/readyz``)."""
         ...

@@ -134,6 +134,14 @@ class MemoryBroker:
     def renew(self, generation_ids: list[str]) -> None:
         """Leases only matter across processes: nothing to do here."""
 
+    def reap(self) -> None:
+        """Forget finished generations past their TTL (no worker can be lost: the process is the lease)."""
+        with self._lock:
+            self._expire(time.monotonic())
+
+    def close(self, within_s: float | None = None) -> None:
+        """Nothing to flush, and every listener here follows a generation of this worker (they have ended)."""
+
     def ping(self) -> bool:
         """The in-process broker is always there."""
         return True

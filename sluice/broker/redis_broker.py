@@ -2,11 +2,8 @@
 
 ::
 
-    sluice:gen:<id>          hash   model, status, events (set at the end), listeners, followers,
-                                    idle_since, owner (worker), key, meta
-    sluice:gen:<id>:events   stream one entry per event, entry id 0-(seq+1), field d = JSON
-    sluice:gen:<id>:lease    string the owner's id, expires unless renewed (SLUICE_LEASE_S)
-    sluice:gens / sluice:ended  sorted sets: all generations by start, finished ones by end
+    sluice:gen:<id>, …:events, …:lease   a generation's state, events and owner (``redis_lua``)
+    sluice:running / sluice:ended        indexes: running ones by lease end, finished ones by end
     sluice:cancel            pub/sub channel: "cancel this id", heard by the owner
     sluice:new               pub/sub channel: ids of followed generations that got events
 
@@ -15,15 +12,19 @@ resume is one read after ``0-(after+1)`` and the number of events is the
 stream's length. New generations and events go out through one writer per
 worker, one Lua call per flush for all its streams (events write-behind: a
 stream never waits for Redis, except for its start and its end), and
-listeners follow through one reader per worker (``redis_io``). A listener checks the owner's lease once a second while
-nothing comes; if the owner died it appends the ``generation_lost`` event
-itself, once (in the same Lua call that finds the lease gone, so "still
-running → lost" is atomic), and every listener on every worker ends the same
-way. Finished generations expire after ``SLUICE_GENERATION_TTL_S``; past
-``SLUICE_MAX_GENERATIONS`` the oldest finished go first. If Redis itself goes
-away, a listener ends with an ``error`` event (``generation_lost``, no id: its
-``Last-Event-ID`` stays valid for a resume once Redis is back), publishing
-fails the generation, and ``/readyz`` says 503.
+listeners follow through one reader per worker (``redis_io``).
+
+A generation whose owner died (its lease ran out) is ended as
+``generation_lost`` by whoever notices first, listener or not: every worker's
+janitor calls ``reap`` once a tick, a worker's reader checks the quiet
+generations its listeners follow, and admission checks when there is no room
+(``redis_lua``). Finished generations expire after ``SLUICE_GENERATION_TTL_S``;
+past ``SLUICE_MAX_GENERATIONS`` the oldest finished go first. Every key
+expires or is trimmed: nothing grows with the number of generations ever run.
+If Redis itself goes away, a listener ends with an ``error`` event
+(``generation_lost``, no id: its ``Last-Event-ID`` stays valid for a resume
+once Redis is back), the generations this worker runs end the same way, and
+``/readyz`` says 503.
 
 An outage is not a bug: every call has ``SLUICE_REDIS_TIMEOUT_S`` (a hung
 Redis answers nothing, so without a timeout a call would wait for the whole
@@ -61,7 +62,8 @@ from ..events import TERMINAL, Event, Kind
 from ..hotpath import Signal
 from ..ticker import Ticker
 from .log import Log, Redirected
-from .redis_io import Reader, Writer
+from .redis_io import Reader, Watchdog, Writer
+from .redis_lua import ATTACH, DETACH, FOLLOW, REAP, RENEW, SWEEP
 
 __all__ = ["PoolExhausted", "RedisBroker"]
 
@@ -71,56 +73,14 @@ _PREFIX = "sluice:"
 # Running generations never outlive this without an end (a crashed owner that
 # nobody listened to): a backstop, the lease does the real work.
 _RUNNING_TTL_S = 24 * 3600
-_POLL_S = 1.0  # longest a quiet listener waits between two lease checks
+_POLL_S = 1.0  # how often a worker looks at the quiet generations its listeners follow
 _BATCH = 512
+_REAP_LIMIT = 100  # lost generations ended per janitor tick, at most (the rest on the next ones)
 _PROBE_S = 1.0  # while Redis is down, at most one call a second tries it
 # What an outage looks like from redis-py (refused, reset, timed out, loading).
 _OUTAGE = (redis.ConnectionError, redis.TimeoutError)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-# ARGV: owner, lease ms, ids…
-_RENEW = """
-for i = 3, #ARGV do redis.call('SET', 'sluice:gen:' .. ARGV[i] .. ':lease', ARGV[1], 'PX', ARGV[2]) end
-return #ARGV - 2
-"""
-
-# ARGV: id, followers delta, first entry id ('' to read nothing), count.
-# Counts a follower in or out (so flushes name this generation on sluice:new) and reads what is there.
-_FOLLOW = """
-local h = 'sluice:gen:' .. ARGV[1]
-if redis.call('EXISTS', h) == 0 then return false end
-if ARGV[2] ~= '0' then redis.call('HINCRBY', h, 'followers', ARGV[2]) end
-if ARGV[3] == '' then return {} end
-return redis.call('XRANGE', h .. ':events', ARGV[3], '+', 'COUNT', ARGV[4])
-"""
-
-# ARGV: id, first entry id, count, the generation_lost JSON, ttl, now.
-# A quiet listener's check: what came since (a lost notification), and if the
-# generation runs but its owner's lease is gone, its end as lost, atomically.
-_CHECK = """
-local h = 'sluice:gen:' .. ARGV[1]
-local stream = h .. ':events'
-local status = redis.call('HGET', h, 'status')
-if not status then return false end
-local lost = 0
-if status == 'running' and redis.call('EXISTS', h .. ':lease') == 0 then
-  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-  local n = 0
-  if #last > 0 then n = tonumber(string.sub(last[1][1], 3)) end
-  redis.call('XADD', stream, '0-' .. (n + 1), 'd', ARGV[4])
-  redis.call('HSET', h, 'status', 'error', 'events', n + 1)
-  redis.call('EXPIRE', h, ARGV[5])
-  redis.call('EXPIRE', stream, ARGV[5])
-  redis.call('ZADD', 'sluice:ended', ARGV[6], ARGV[1])
-  redis.call('PUBLISH', 'sluice:new', ARGV[1])
-  lost = 1
-  status = 'error'
-end
-local ended = 0
-if status ~= 'running' then ended = 1 end
-return {lost, redis.call('XRANGE', stream, ARGV[2], '+', 'COUNT', ARGV[3]), ended}
-"""
 
 
 class PoolExhausted(redis.RedisError):
@@ -140,11 +100,12 @@ class _Slots(LifoQueue):  # type: ignore[type-arg]
 class _Outage:
     """Whether Redis answers, as this worker last saw it; says so once per change."""
 
-    __slots__ = ("_on_down", "_probed", "count", "since")
+    __slots__ = ("_on_down", "_probed", "count", "heard", "since")
 
     def __init__(self, on_down: Callable[[], None]) -> None:
         self.since: float | None = None  # monotonic time of the first failure
         self.count = 0  # outages seen: a connection held across one is stale
+        self.heard = time.monotonic()  # when Redis last answered anything (the watchdog's measure)
         self._probed = 0.0
         self._on_down = on_down
 
@@ -169,6 +130,7 @@ class _Outage:
         return BrokerUnavailable()
 
     def answered(self) -> None:
+        self.heard = time.monotonic()
         if self.since is not None:
             log.info("redis answers again after %.1fs", time.monotonic() - self.since)
             self.since = None
@@ -188,8 +150,7 @@ def _guarded(method: _F) -> _F:
             raise Overloaded() from exc
         except _OUTAGE as exc:
             raise outage.failed(exc) from exc
-        if outage.since is not None:
-            outage.answered()
+        outage.answered()
         return result
 
     return call  # type: ignore[return-value]
@@ -220,7 +181,7 @@ class RedisBroker:
         self.lease_s = lease_s
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.socket_timeout_s = socket_timeout_s
-        self.outage = _Outage(self._drop_idle_connections)
+        self.outage = _Outage(self._on_outage)
         # Every call, connecting included, gives up after the timeout: a hung Redis
         # (stopped, a network partition) answers nothing, and a dead one may not
         # even refuse. redis-py does not retry these (from_url's default), so the
@@ -235,14 +196,18 @@ class RedisBroker:
             **timeouts,
         )
         self.redis = redis.Redis(connection_pool=pool)
-        # One connection each for the writer, the reader's XREAD, and the two subscribers
-        # (cancels, new events): streams and listeners never hold a connection while they wait.
+        # One connection each for the writer, the reader's reads, the watchdog's pings and the
+        # two subscribers (cancels, new events): streams and listeners never hold one while they wait.
         self._writer_client = redis.Redis.from_url(url, **timeouts)
         self._reader_client = redis.Redis.from_url(url, **timeouts)
+        self._watch_client = redis.Redis.from_url(url, **timeouts)
         self._pubsub_client = redis.Redis.from_url(url, health_check_interval=30, **timeouts)
-        self._renew_script = self.redis.register_script(_RENEW)
-        self._follow = self.redis.register_script(_FOLLOW)
-        self._check = self.redis.register_script(_CHECK)
+        self._renew_script = self.redis.register_script(RENEW)
+        self._follow = self.redis.register_script(FOLLOW)
+        self._reap_script = self.redis.register_script(REAP)
+        self._attach_script = self.redis.register_script(ATTACH)
+        self._detach_script = self.redis.register_script(DETACH)
+        self._sweep_script = self._reader_client.register_script(SWEEP)
         self._lost_json = Event(0, Kind.ERROR, GenerationLost()).json
         self.writer = Writer(
             self._writer_client,
@@ -252,6 +217,7 @@ class RedisBroker:
             self.owner,
             lease_s,
             max_generations,
+            self._lost_json,
             flush_ms / 1000.0,
             max_pending,
             wait_s=2 * socket_timeout_s + 1.0,
@@ -259,15 +225,40 @@ class RedisBroker:
             on_refused=self._refused,
             on_failed=self._failed,
         )
-        self.reader = Reader(self._pubsub_client, self._reader_client, self.outage, self._stream, _BATCH, _POLL_S)
+        self.reader = Reader(
+            self._pubsub_client, self._reader_client, self.outage, self._stream, self._sweep, _BATCH, _POLL_S
+        )
+        self.watchdog = Watchdog(
+            self._watch_client,
+            self.outage,
+            self.ticker,
+            socket_timeout_s,
+            lambda: bool(self._local) or bool(self.reader.follows),
+        )
 
-    def _drop_idle_connections(self) -> None:
-        """Forget the pooled connections: after a restart each would fail once more."""
-        for client in (self.redis, self._writer_client, self._reader_client):
+    def _on_outage(self) -> None:
+        """Redis stopped answering: end what depends on it, once per outage.
+
+        Listeners end with ``generation_lost`` (no id), and so do the
+        generations this worker runs (their events can no longer be stored).
+        The pooled connections are forgotten: after a restart each would fail once more.
+        """
+        self.reader.break_all()
+        for generation_id in list(self._local):
+            self._failed(generation_id)
+        for client in (self.redis, self._writer_client, self._reader_client, self._watch_client):
             try:
                 client.connection_pool.disconnect(inuse_connections=False)
             except Exception:  # nothing to save here; the next call reconnects
                 pass
+
+    def _sweep(self, pairs: list[tuple[str, str]]) -> list[Any]:
+        """The reader's look at quiet followed generations (``redis_lua.SWEEP``)."""
+        args: list[Any] = [self._lost_json, self.ttl_s, _BATCH]
+        for generation_id, first in pairs:
+            args += (generation_id, first)
+        reply: list[Any] = self._sweep_script(keys=[], args=args)
+        return reply
 
     # -- keys ------------------------------------------------------------------
 
@@ -293,6 +284,7 @@ class RedisBroker:
         self.writer.create(generation_id, model, key, meta)
         log = Log(self.ticker, on_append=lambda event: self.writer.publish(generation_id, event))
         self._local[generation_id] = log
+        self.watchdog.start()
         return log
 
     def publish(self, generation_id: str, event: Event) -> None:
@@ -334,7 +326,7 @@ class RedisBroker:
         self._state(generation_id)
         pipe = self.redis.pipeline()
         pipe.delete(self._hash(generation_id), self._stream(generation_id), f"{self._hash(generation_id)}:lease")
-        pipe.zrem(f"{_PREFIX}gens", generation_id)
+        pipe.zrem(f"{_PREFIX}running", generation_id)
         pipe.zrem(f"{_PREFIX}ended", generation_id)
         pipe.execute()
 
@@ -354,6 +346,38 @@ class RedisBroker:
     @_guarded
     def _renew(self, generation_ids: list[str]) -> None:
         self._renew_script(keys=[], args=[self.owner, int(self.lease_s * 1000), *generation_ids])
+
+    def reap(self) -> None:
+        """End the generations whose worker is gone, forget finished ones past their TTL (one call).
+
+        Every worker calls this once a tick (its janitor), so a dead worker's
+        generations end within their lease even if nobody listens, and the
+        indexes shrink even while nothing new starts. Best effort, like ``renew``.
+        """
+        try:
+            lost, _ = self._reap()
+        except (BrokerUnavailable, Overloaded):
+            return
+        for generation_id in lost:
+            log.warning("generation %s lost: its worker stopped renewing the lease", generation_id.decode())
+
+    @_guarded
+    def _reap(self) -> tuple[list[bytes], int]:
+        lost, forgotten = self._reap_script(keys=[], args=[self._lost_json, self.ttl_s, _REAP_LIMIT])
+        return lost, int(forgotten)
+
+    def close(self, within_s: float | None = None) -> None:
+        """The worker stops: its last events reach Redis, then every listener here ends.
+
+        Waits up to ``within_s`` (by default two Redis timeouts) for the ends of
+        this worker's generations to be flushed; listeners that follow other
+        workers' generations then end where they are, without an end event, so
+        their clients resume on another worker (``Last-Event-ID``).
+        """
+        deadline = time.monotonic() + (2 * self.socket_timeout_s + 1.0 if within_s is None else within_s)
+        while self._local and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.reader.close()
 
     # -- the listener side ------------------------------------------------------------
 
@@ -416,18 +440,20 @@ class RedisBroker:
     ) -> Iterator[list[Event] | None]:
         # Registered with the reader before reading: an event is either read here or handed over.
         sub = self.reader.follow(generation_id, wake)
+        self.watchdog.start()
         position = after
         counted = False
         try:
             try:
                 while True:  # what is there already, a page at a time
                     self.outage.check()
-                    entries = self._follow(
+                    reply = self._follow(
                         keys=[], args=[generation_id, "0" if counted else "1", f"0-{position + 2}", _BATCH]
                     )
                     counted = True
-                    if entries is None:
-                        return  # expired meanwhile
+                    if reply is None:
+                        return  # expired or deleted meanwhile
+                    ended, entries = reply
                     batch = _parse(entries)
                     if batch:
                         position = batch[-1].seq
@@ -435,18 +461,21 @@ class RedisBroker:
                         if batch[-1].kind in TERMINAL:
                             return
                     if len(entries) < _BATCH:
+                        if ended:
+                            return  # it ended, and this listener is past its end
                         break
             except (BrokerUnavailable, PoolExhausted, *_OUTAGE) as exc:
                 yield [_failure_event(self.outage, exc)]
                 return
             self.reader.caught_up(generation_id, f"0-{position + 1}")
+            # From here on this listener waits for the reader only, never on a call of its own:
+            # when Redis hangs, the watchdog ends it within the timeout (``redis_io``).
             quiet_since = time.monotonic()
-            wait_s = min(idle_s, _POLL_S)
             while True:
                 if sub.pending:
                     with self.reader.lock:
                         pending, sub.pending = sub.pending, []
-                    # The reader and this listener's own checks may both hand over an event.
+                    # The reader's reads and its sweeps may both hand over an event.
                     batch = _next_events(pending, position)
                     if batch:
                         position = batch[-1].seq
@@ -458,41 +487,17 @@ class RedisBroker:
                 if sub.broken:
                     yield [_lost_event("The event store is unreachable; resume with Last-Event-ID shortly.")]
                     return
-                if sub.wake.wait(wait_s):
-                    if wake is not None and not sub.pending and not sub.broken:
+                if sub.stopped:
+                    return  # it ended (this listener is past its end), it is gone, or the worker stops
+                if sub.pending or sub.broken:
+                    continue
+                left = quiet_since + idle_s - time.monotonic()
+                if left > 0 and sub.wake.wait(left):
+                    if wake is not None and not (sub.pending or sub.broken or sub.stopped):
                         yield []  # the caller's own signal: its turn
                     continue
-                try:
-                    self.outage.check()
-                    reply = self._check(
-                        keys=[],
-                        args=[
-                            generation_id,
-                            f"0-{position + 2}",
-                            _BATCH,
-                            self._lost_json,
-                            self.ttl_s,
-                            repr(time.time()),
-                        ],
-                    )
-                except (BrokerUnavailable, PoolExhausted, *_OUTAGE) as exc:
-                    yield [_failure_event(self.outage, exc)]
-                    return
-                if reply is None:
-                    return  # expired while we listened
-                lost, entries, ended = reply
-                if lost:
-                    log.warning("generation %s lost: its worker stopped renewing the lease", generation_id)
-                batch = _parse(entries)
-                if batch:
-                    with self.reader.lock:
-                        sub.pending[:0] = batch
-                    continue
-                if ended:
-                    return  # it ended, and this listener is past its end
-                if time.monotonic() - quiet_since >= idle_s:
-                    quiet_since = time.monotonic()
-                    yield None
+                quiet_since = time.monotonic()
+                yield None
         finally:
             self.reader.unfollow(generation_id, sub)
             if counted and self.outage.since is None:
@@ -505,11 +510,8 @@ class RedisBroker:
 
     @_guarded
     def attach(self, generation_id: str) -> None:
-        """Count a listener in."""
-        pipe = self.redis.pipeline()
-        pipe.hincrby(self._hash(generation_id), "listeners", 1)
-        pipe.hset(self._hash(generation_id), "idle_since", "")
-        pipe.execute()
+        """Count a listener in (nothing if the generation has gone meanwhile)."""
+        self._attach_script(keys=[], args=[generation_id])
 
     def detach(self, generation_id: str) -> None:
         """Count a listener out; the last one out starts the idle clock."""
@@ -520,9 +522,7 @@ class RedisBroker:
 
     @_guarded
     def _detach(self, generation_id: str) -> None:
-        left = self.redis.hincrby(self._hash(generation_id), "listeners", -1)
-        if left <= 0:
-            self.redis.hset(self._hash(generation_id), mapping={"listeners": 0, "idle_since": repr(time.time())})
+        self._detach_script(keys=[], args=[generation_id, repr(time.time())])
 
     @_guarded
     def idle_since(self, generation_id: str) -> float | None:

@@ -33,9 +33,21 @@ per ``512`` events), then follows live through the reader: the flush script
 names, on one pub/sub channel, the generations that got events and have a
 follower somewhere; the reader of each worker takes those its listeners
 follow and reads them in one ``XREAD``, parses each event once and hands it
-to every listener of that generation. A listener also checks on its own once
-a second while nothing comes (the owner's lease, and any notification that a
-reconnect lost).
+to every listener of that generation. Once a second it also looks at the
+followed generations that were quiet (``SWEEP``, one call for all of them):
+what a lost notification did not bring, whether one ended or was deleted, and
+whether its owner's lease is gone (then it ends it as lost). A listener
+itself never waits on Redis once it has caught up: it waits for the reader.
+
+*A hung Redis.* A stopped Redis (or a partition) answers nothing and refuses
+nothing, so only a request that gets no answer reveals it, and a call's own
+timeout runs from when that call began. While this worker runs generations
+or has listeners, the ``Watchdog`` pings Redis a few times per
+``SLUICE_REDIS_TIMEOUT_S`` and a ticker deadline declares the outage when a
+ping is waiting and Redis has answered nothing for ``SLUICE_REDIS_TIMEOUT_S``:
+every listener and generation of the worker then ends within the timeout
+(plus the ticker's lateness) of the moment Redis stopped, not a poll period
+and a call's timeout later.
 """
 
 from __future__ import annotations
@@ -53,95 +65,16 @@ from .. import tasks
 from ..errors import BrokerUnavailable, Overloaded
 from ..events import TERMINAL, Event, Kind
 from ..hotpath import Signal
+from ..ticker import Deadline, Ticker
+from .redis_lua import FLUSH
 
-__all__ = ["FLUSH", "NOTIFY_CHANNEL", "Reader", "Subscription", "Writer"]
+__all__ = ["NOTIFY_CHANNEL", "Reader", "Subscription", "Watchdog", "Writer"]
 
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "sluice:new"
 _OUTAGE = (redis.ConnectionError, redis.TimeoutError)
 
-# ARGV: now, ttl, running ttl, max generations, lease ms, owner, the number of new generations C;
-# C × (id, model, key, meta); then per generation with events: id, first entry number (seq+1), n,
-# status ("" while it runs), and its n events' JSON joined by newlines (JSON text has none).
-# Returns {ids of new generations refused (no room), ids whose events were refused (ended by
-# someone else, i.e. lost, or expired)}.
-FLUSH = """
-local now, ttl, rttl, max, lease, owner = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
-local full, refused, notify = {}, {}, {}
-local creates = tonumber(ARGV[7])
-local i = 8
-if creates > 0 then
-  local function forget(gone)
-    local h = 'sluice:gen:' .. gone
-    redis.call('DEL', h, h .. ':events', h .. ':lease')
-    redis.call('ZREM', 'sluice:gens', gone)
-    redis.call('ZREM', 'sluice:ended', gone)
-  end
-  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', 'sluice:ended', '-inf', now - ttl, 'LIMIT', 0, 100)) do
-    forget(gone)
-  end
-  local count = redis.call('ZCARD', 'sluice:gens')
-  for c = 1, creates do
-    local id, model, key, meta = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-    i = i + 4
-    local room = true
-    while count >= max do
-      local oldest = redis.call('ZRANGE', 'sluice:ended', 0, 0)
-      if #oldest == 0 then room = false; break end
-      forget(oldest[1])
-      count = count - 1
-    end
-    if room then
-      local h = 'sluice:gen:' .. id
-      redis.call('HSET', h, 'model', model, 'status', 'running', 'events', 0, 'listeners', 0, 'followers', 0,
-                 'idle_since', now, 'owner', owner, 'key', key, 'meta', meta)
-      redis.call('EXPIRE', h, rttl)
-      redis.call('SET', h .. ':lease', owner, 'PX', lease)
-      redis.call('ZADD', 'sluice:gens', now, id)
-      count = count + 1
-    else
-      full[#full + 1] = id
-    end
-  end
-end
-while i <= #ARGV do
-  local id, first, n, status, blob = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
-  i = i + 5
-  local hash = 'sluice:gen:' .. id
-  local stream = hash .. ':events'
-  local state = redis.call('HMGET', hash, 'status', 'followers')
-  local ok = state[1] == 'running'
-  local pos = 1
-  for k = 0, n - 1 do
-    if not ok then break end
-    local stop = string.find(blob, '\\n', pos, true)
-    local json
-    if stop then
-      json = string.sub(blob, pos, stop - 1)
-      pos = stop + 1
-    else
-      json = string.sub(blob, pos)
-    end
-    local added = redis.pcall('XADD', stream, '0-' .. (first + k), 'd', json)
-    if type(added) == 'table' and added.err then ok = false end
-  end
-  if not ok then
-    refused[#refused + 1] = id
-  else
-    if first == 1 then redis.call('EXPIRE', stream, rttl) end
-    if status ~= '' then
-      redis.call('HSET', hash, 'status', status, 'events', first + n - 1)
-      redis.call('EXPIRE', hash, ttl)
-      redis.call('EXPIRE', stream, ttl)
-      redis.call('ZADD', 'sluice:ended', now, id)
-    end
-    if state[2] and tonumber(state[2]) > 0 then notify[#notify + 1] = id end
-  end
-end
-if #notify > 0 then redis.call('PUBLISH', 'sluice:new', table.concat(notify, ' ')) end
-return {full, refused}
-"""
 _SHA = hashlib.sha1(FLUSH.encode()).hexdigest().encode()
 
 
@@ -175,6 +108,7 @@ class Writer:
         owner: str,
         lease_s: float,
         max_generations: int,
+        lost_json: str,
         linger_s: float = 0.005,
         max_pending: int = 100_000,
         wait_s: float = 5.0,
@@ -191,6 +125,7 @@ class Writer:
         self._owner = owner.encode()
         self._lease_ms = b"%d" % int(lease_s * 1000)
         self._max_generations = b"%d" % max_generations
+        self._lost = lost_json.encode()  # the generation_lost event, for generations admission finds lost
         self.linger_s = linger_s
         self.max_pending = max(1, max_pending)
         self._wait_s = wait_s  # longest a start waits for its flush (a hung Redis: the timeout, twice)
@@ -294,6 +229,7 @@ class Writer:
             self._max_generations,
             self._lease_ms,
             self._owner,
+            self._lost,
             b"%d" % (len(batch.creates) // 4),
             *batch.creates,
         ]
@@ -312,7 +248,9 @@ class Writer:
             self._client.script_load(FLUSH)
             reply = self._call(payload)
         self._outage.answered()
-        full, refused = reply
+        full, refused, lost = reply
+        for generation_id in lost:  # admission found no room and ended these to make some
+            log.warning("generation %s lost: its worker stopped renewing the lease", generation_id.decode())
         if full:
             batch.full.update(r.decode() for r in full)
         return {r.decode() for r in refused}
@@ -344,20 +282,26 @@ class Writer:
 class Subscription:
     """One listener's mailbox at the reader."""
 
-    __slots__ = ("broken", "pending", "wake")
+    __slots__ = ("broken", "pending", "stopped", "wake")
 
     def __init__(self, wake: Signal | None = None) -> None:
         self.pending: list[Event] = []
         self.wake = wake or Signal()
-        self.broken = False  # the reader lost Redis: end with generation_lost
+        self.broken = False  # Redis is unreachable: end with generation_lost
+        self.stopped = False  # nothing more will come than ``pending`` (it ended, went, or the worker stops)
 
 
 class _Follow:
-    __slots__ = ("cursor", "subs")
+    __slots__ = ("cursor", "fed", "subs")
 
     def __init__(self) -> None:
         self.cursor: str | None = None  # last entry id read for these listeners; None until one caught up
         self.subs: set[Subscription] = set()
+        self.fed = 0.0  # when it last got events or was swept (monotonic)
+
+
+#: ``check(pairs)``: the ``SWEEP`` reply for ``[(generation id, first entry id), …]``.
+Sweep = Callable[[list[tuple[str, str]]], list[Any]]
 
 
 class Reader:
@@ -369,6 +313,7 @@ class Reader:
         read_client: redis.Redis,
         outage: Any,
         stream_key: Callable[[str], str],
+        sweep: Sweep,
         batch: int = 512,
         poll_s: float = 1.0,
     ) -> None:
@@ -376,9 +321,11 @@ class Reader:
         self._read = read_client
         self._outage = outage
         self._stream_key = stream_key
+        self._sweep_call = sweep
         self._batch = batch
         self._poll_s = poll_s
         self.follows: dict[str, _Follow] = {}
+        self.closed = False  # the worker stops: no listener follows anything any more
         self._dirty: set[str] = set()
         self._kick = threading.Event()
         self._task: tasks.Task | None = None
@@ -394,6 +341,8 @@ class Reader:
             follow.subs.add(sub)
             if self._task is None:
                 self._task = tasks.spawn(self._run)
+        if self.closed:
+            sub.stopped = True
         self._kick.set()
         return sub
 
@@ -402,6 +351,7 @@ class Reader:
         follow = self.follows.get(generation_id)
         if follow is not None and follow.cursor is None:
             follow.cursor = last_id
+            follow.fed = time.monotonic()
 
     def unfollow(self, generation_id: str, sub: Subscription) -> None:
         with self.lock:
@@ -413,9 +363,29 @@ class Reader:
                 del self.follows[generation_id]
                 self._dirty.discard(generation_id)
 
+    def break_all(self) -> None:
+        """Redis is unreachable: every listener ends with ``generation_lost``."""
+        self._end_all(broken=True)
+
+    def close(self) -> None:
+        """The worker stops: every listener ends where it is, without an end (its client resumes elsewhere)."""
+        self.closed = True
+        self._end_all(broken=False)
+
+    def _end_all(self, broken: bool) -> None:
+        with self.lock:
+            subs = [sub for follow in self.follows.values() for sub in follow.subs]
+        for sub in subs:
+            if broken:
+                sub.broken = True
+            else:
+                sub.stopped = True
+            sub.wake.set()
+
     def _run(self) -> None:
         backoff = 0.1
         pubsub: Any = None
+        next_sweep = 0.0
         while True:
             if not self.follows:
                 if pubsub is not None:  # nobody to read for: give the connection back
@@ -432,7 +402,8 @@ class Reader:
                     # Whatever was published before this subscription is read now.
                     self._dirty.update(self.follows)
                     backoff = 0.1
-                message = pubsub.get_message(timeout=0 if self._dirty else self._poll_s)
+                wait = 0.0 if self._dirty else max(0.0, min(self._poll_s, next_sweep - time.monotonic()))
+                message = pubsub.get_message(timeout=wait)
                 while message is not None:
                     if message.get("type") == "message":
                         follows = self.follows
@@ -443,17 +414,21 @@ class Reader:
                     message = pubsub.get_message(timeout=0)
                 if self._dirty:
                     self._fetch()
+                now = time.monotonic()
+                if now >= next_sweep:
+                    next_sweep = now + self._poll_s
+                    self._sweep(now)
             except _OUTAGE as exc:
-                self._outage.failed(exc)
+                self._outage.failed(exc)  # ends every listener (the broker's on_down)
                 if pubsub is not None:
                     _close(pubsub)
                     pubsub = None
-                self._break_all()
+                self.break_all()
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             except Exception as exc:
-                # Not an outage (a reply it did not expect): listeners still find their
-                # events on their own once a second, and the reader starts afresh.
+                # Not an outage (a reply it did not expect): the sweep finds what was
+                # missed within a second, and the reader starts afresh.
                 log.warning("redis reader: %s; reconnecting", type(exc).__name__, exc_info=exc)
                 if pubsub is not None:
                     _close(pubsub)
@@ -475,6 +450,7 @@ class Reader:
         if not streams:
             return
         reply: Any = self._read.xread(streams, count=self._batch)
+        self._outage.answered()
         if isinstance(reply, dict):  # RESP3 answers a map
             reply = reply.items()
         for key, entries in reply or ():
@@ -483,21 +459,123 @@ class Reader:
             if follow is None or not entries:
                 continue
             batch = [Event.from_json(int(entry_id[2:]) - 1, fields[b"d"].decode()) for entry_id, fields in entries]
-            follow.cursor = entries[-1][0].decode()
-            with self.lock:
-                subs = list(follow.subs)
-                for sub in subs:
-                    sub.pending.extend(batch)
-            for sub in subs:
-                sub.wake.set()
+            self._hand_out(follow, batch, entries[-1][0].decode())
             if len(entries) >= self._batch:
                 self._dirty.add(generation_id)  # more is waiting: read on before blocking
 
-    def _break_all(self) -> None:
-        for follow in list(self.follows.values()):
-            for sub in follow.subs:
-                sub.broken = True
-                sub.wake.set()
+    def _hand_out(self, follow: _Follow, batch: list[Event], cursor: str, stop: bool = False) -> None:
+        follow.cursor = cursor
+        follow.fed = time.monotonic()
+        with self.lock:
+            subs = list(follow.subs)
+            for sub in subs:
+                sub.pending.extend(batch)
+                if stop:
+                    sub.stopped = True
+        for sub in subs:
+            sub.wake.set()
+
+    def _sweep(self, now: float) -> None:
+        """One ``SWEEP`` call per 256 followed generations that got nothing for a poll period."""
+        due = [
+            (generation_id, follow)
+            for generation_id, follow in list(self.follows.items())
+            if follow.cursor is not None and now - follow.fed >= self._poll_s
+        ]
+        for start in range(0, len(due), 256):
+            chunk = due[start : start + 256]
+            reply = self._sweep_call([(generation_id, _after(follow.cursor)) for generation_id, follow in chunk])
+            self._outage.answered()
+            for (generation_id, follow), found in zip(chunk, reply, strict=True):
+                follow.fed = time.monotonic()
+                if found is None:  # deleted, or expired: nothing more will come
+                    self._hand_out(follow, [], follow.cursor or "", stop=True)
+                    continue
+                ended, entries, lost = found
+                if lost:
+                    log.warning("generation %s lost: its worker stopped renewing the lease", generation_id)
+                batch = [Event.from_json(int(entry_id[2:]) - 1, fields[1].decode()) for entry_id, fields in entries]
+                more = len(entries) >= self._batch
+                cursor = entries[-1][0].decode() if entries else follow.cursor or ""
+                self._hand_out(follow, batch, cursor, stop=bool(ended) and not more)
+                if more:
+                    self._dirty.add(generation_id)
+
+
+class Watchdog:
+    """Declares Redis hung when it has answered nothing for the timeout while a ping waits.
+
+    Runs while ``needed()`` (the worker has listeners or runs generations): a
+    ping every quarter of the timeout (half a second at most) on a connection
+    of its own, and a ticker deadline at Redis's last answer to this worker
+    (``outage.heard``: the pings, the writer's flushes, the reader's reads and
+    every pooled call) plus the timeout.
+    """
+
+    def __init__(
+        self, client: redis.Redis, outage: Any, ticker: Ticker, timeout_s: float, needed: Callable[[], bool]
+    ) -> None:
+        self._client = client
+        self._outage = outage
+        self._ticker = ticker
+        self.timeout_s = timeout_s
+        self.every_s = max(0.01, min(0.5, timeout_s / 4))
+        self._needed = needed
+        self._asking = False
+        self._since = 0.0  # when this watch began: Redis's silence before it does not count
+        self._deadline = Deadline(0.0, self._expired)
+        self._task: tasks.Task | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Watch, if not watching already (it stops by itself once not needed)."""
+        with self._lock:
+            if self._task is None:
+                self._task = tasks.spawn(self._run)
+
+    def _run(self) -> None:
+        while True:
+            self._since = time.monotonic()
+            while self._needed():
+                self._deadline.at = self._due()
+                self._deadline.on_expire = self._expired  # (``Ticker.discard`` unset it)
+                self._asking = True
+                self._ticker.add(self._deadline)
+                try:
+                    self._client.ping()
+                except _OUTAGE as exc:
+                    self._outage.failed(exc)
+                except Exception:  # not an outage (a reply it did not expect): try again
+                    pass
+                else:
+                    self._outage.answered()
+                finally:
+                    self._asking = False
+                    self._ticker.discard(self._deadline)
+                time.sleep(self.every_s)
+            with self._lock:
+                if not self._needed():  # a start() between the check and here saw this task
+                    self._task = None
+                    return
+
+    def _expired(self) -> None:
+        if not self._asking:
+            return
+        due = self._due()
+        if time.monotonic() >= due:
+            self._outage.failed(redis.TimeoutError("redis answered nothing within the timeout"))
+        else:  # it answered something else meanwhile: wait on from that answer
+            self._deadline.at = due
+            self._ticker.add(self._deadline)
+
+    def _due(self) -> float:
+        heard: float = self._outage.heard
+        return max(heard, self._since) + self.timeout_s
+
+
+def _after(cursor: str | None) -> str:
+    """The first entry id after ``cursor`` (``0-N``)."""
+    return f"0-{int(cursor[2:]) + 1}" if cursor else "0-0"
 
 
 def _close(pubsub: Any) -> None:
