@@ -42,7 +42,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -178,6 +178,8 @@ class Generations:
         self.fallbacks = fallbacks or {}
         self.metrics = metrics
         self.draining = False
+        #: Called once when the drain starts (a WebSocket session wakes to close its idle socket).
+        self.on_drain: set[Callable[[], None]] = set()
         #: Set once a drain is over: every generation has ended and the listeners have been let go.
         self.drained = threading.Event()
         self._drain_until = float("inf")
@@ -339,6 +341,9 @@ class Generations:
             first = not self.draining
             self.draining = True
             self._drain_until = min(self._drain_until, time.monotonic() + within_s)
+            told = list(self.on_drain) if first else []
+        for tell in told:  # sessions that hold a connection open with nothing to send say goodbye
+            tell()
         if not first:
             self.drained.wait(max(0.0, self._drain_until - time.monotonic()) + 5.0)
             return

@@ -49,15 +49,30 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _READ = 65536
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
 def _origin_allowed(environ: Mapping[str, Any], allowed: tuple[str, ...]) -> bool:
-    """No ``Origin`` (not a browser), the page's own host, or one on the allow-list."""
+    """No ``Origin`` (not a browser), the page's own host, or one on the allow-list.
+
+    "The page's own host": the origin names the ``Host`` the request was sent
+    to, the scheme's default port implied (``http://a`` is ``a:80``).
+    """
     origin = environ.get("HTTP_ORIGIN")
     if origin is None:
         return True
     if origin in allowed:
         return True
     host = environ.get("HTTP_HOST", "")
-    return bool(host) and urlsplit(origin).netloc == host
+    if not host:
+        return False
+    try:
+        parts, asked = urlsplit(origin), urlsplit("//" + host)
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+        asked_port = asked.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:  # a port that is not a number
+        return False
+    return bool(parts.hostname) and (parts.hostname, port) == (asked.hostname, asked_port)
 
 
 def _check_handshake(environ: Mapping[str, Any], allowed_origins: tuple[str, ...]) -> str:

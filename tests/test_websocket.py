@@ -14,6 +14,7 @@ The handshake's framing (key, HTTP version) is in ``test_bodies.py``.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -198,3 +199,29 @@ def test_the_handshakes_request_id_reaches_the_upstream(server, fake_ollama):
         ws.close()
     assert fake_ollama.wait_requests(1)[0].headers["x-request-id"] == "ws-req-7"
     server.wait_idle()
+
+
+def test_a_stopping_worker_says_goodbye_to_an_idle_socket_and_finishes_a_streaming_one(start_server):
+    srv = start_server(SLUICE_DEMO_DELAY_MS="20")
+    idle, busy = RawClient(srv.url), RawClient(srv.url)
+    try:
+        idle_events, busy_events = idle.events(), busy.events()
+        assert isinstance(next(idle_events), AcceptConnection)
+        assert isinstance(next(busy_events), AcceptConnection)
+        words = " ".join(f"w{n}" for n in range(60))
+        busy.send_json({"type": "chat", "messages": [{"role": "user", "content": words}]})
+        assert json.loads(next(e for e in busy_events if isinstance(e, str)))["type"] == "start"
+        stopping = time.monotonic()
+        srv.process.send_signal(signal.SIGTERM)
+        # The idle socket is closed at once with 1001 (going away): its client reconnects elsewhere.
+        assert list(idle_events) == [] and idle.closed is not None and idle.closed.code == 1001
+        assert time.monotonic() - stopping < 5
+        # The streaming one goes on until its end (the test server's drain window is its 1 s graceful
+        # timeout: the answer, or server_shutting_down when the window closes first), then the same goodbye.
+        frames = frames_until_the_end(busy_events)
+        end = frames[-1]
+        assert end.get("finish_reason") == "stop" or end.get("error", {}).get("code") == "server_shutting_down", end
+        assert list(busy_events) == [] and busy.closed is not None and busy.closed.code == 1001
+    finally:
+        idle.close()
+        busy.close()

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
+from wsproto.frame_protocol import CloseReason
 
 from .. import limits
 from ..chat import loads, parse_chat
@@ -64,11 +65,16 @@ class _Session:
         """Serve the socket until the client closes it (or stops answering pings)."""
         ws = self.ws
         next_ping = time.monotonic() + self.ping_s if self.ping_s > 0 else float("inf")
+        self.generations.on_drain.add(ws.signal.set)
         try:
             while not ws.closed:
                 for message in ws.take():
                     self.handle(message)
                 if ws.closed:
+                    break
+                if self.generations.draining and self.listener is None:
+                    # This worker is going (a reload, a stop): the client reconnects to another.
+                    ws.close(CloseReason.GOING_AWAY, "The server is restarting; reconnect.")
                     break
                 now = time.monotonic()
                 if now >= next_ping:
@@ -82,6 +88,7 @@ class _Session:
         except OSError:
             pass  # the client is gone, or stopped reading for SLUICE_SEND_TIMEOUT_S
         finally:
+            self.generations.on_drain.discard(ws.signal.set)
             self.detach()
             if not ws.closed:
                 ws.close()
