@@ -7,23 +7,11 @@ model Sluice runs, or ``SLUICE_TEST_OPENAI_URL``.
 
 from __future__ import annotations
 
-import openai
-import pydantic
 import pytest
 
+from tests.test_real_server import Person, sdk  # noqa: F401 (a fixture)
+
 pytestmark = pytest.mark.slow
-
-
-class Person(pydantic.BaseModel):
-    name: str
-    age: int
-
-
-@pytest.fixture
-def sdk(start_server, real_upstream):
-    server = start_server(**real_upstream)
-    with openai.OpenAI(api_key="unused", base_url=server.url + "/v1", max_retries=0, timeout=120) as client:
-        yield client
 
 
 def test_a_streamed_response(sdk):

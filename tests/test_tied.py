@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -48,14 +50,22 @@ class Follower:
         assert self.done.wait(10)
 
 
-def test_a_second_listener_keeps_a_tied_stream_running(server, fake_ollama):
-    slow = Script(tokens=[f"t{n} " for n in range(40)], delay_s=0.05)
-    fake_ollama.push(slow)
+@contextmanager
+def tied_and_followed(server) -> Iterator[tuple[Iterator[Any], Follower]]:
+    """A tied stream (its events) and a listener of it by id that is receiving."""
     with open_events(server.url + "/api/chat", BODY) as (response, events):
         assert response.status_code == 200
         generation = json.loads(next(events).data)["id"]
         follower = Follower(f"{server.url}/api/generations/{generation}/events")
         wait_until(lambda: len(follower.events) >= 2, 5, "the follower to attach")
+        yield events, follower
+
+
+def test_a_second_listener_keeps_a_tied_stream_running(server, fake_ollama):
+    slow = Script(tokens=[f"t{n} " for n in range(40)], delay_s=0.05)
+    fake_ollama.push(slow)
+    with tied_and_followed(server) as (_, follower):
+        pass
     # The first client has gone; the follower reads the whole answer.
     assert follower.done.wait(15)
     assert follower.events[-1]["type"] == "done" and follower.events[-1]["finish_reason"] == "stop"
@@ -66,10 +76,8 @@ def test_a_second_listener_keeps_a_tied_stream_running(server, fake_ollama):
 
 def test_it_stops_once_the_last_listener_leaves(server, fake_ollama):
     fake_ollama.push(Script(tokens=[f"t{n} " for n in range(400)], delay_s=0.05))
-    with open_events(server.url + "/api/chat", BODY) as (_, events):
-        generation = json.loads(next(events).data)["id"]
-        follower = Follower(f"{server.url}/api/generations/{generation}/events")
-        wait_until(lambda: len(follower.events) >= 2, 5, "the follower to attach")
+    with tied_and_followed(server) as (_, follower):
+        pass
     # The tied client has gone; the follower keeps it running: more tokens come.
     seen = len(follower.events)
     wait_until(lambda: len(follower.events) >= seen + 10, 5, "the answer to go on for the follower")
@@ -83,10 +91,7 @@ def test_it_stops_once_the_last_listener_leaves(server, fake_ollama):
 
 def test_the_tied_client_leaving_last_stops_it_at_once(server, fake_ollama):
     fake_ollama.push(Script(tokens=[f"t{n} " for n in range(400)], delay_s=0.05))
-    with open_events(server.url + "/api/chat", BODY) as (_, events):
-        generation = json.loads(next(events).data)["id"]
-        follower = Follower(f"{server.url}/api/generations/{generation}/events")
-        wait_until(lambda: len(follower.events) >= 2, 5, "the follower to attach")
+    with tied_and_followed(server) as (events, follower):
         follower.leave()
         for _ in range(5):
             next(events)  # the follower left; the tied client still reads

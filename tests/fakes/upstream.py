@@ -551,15 +551,20 @@ class FakeUpstream:
         with self._lock:
             return self._scripts.popleft() if self._scripts else self.default
 
-    def _embed_request(self, ex: Exchange) -> tuple[Request, dict[str, Any] | None, Script]:
-        """Read and record an embeddings request; take its script."""
+    @staticmethod
+    def _read_request(ex: Exchange) -> tuple[Request, bytes, dict[str, Any] | None]:
+        """The request as recorded, its raw body, and that body when it is a JSON object."""
         raw = ex.read_body()
         try:
             parsed = json.loads(raw) if raw else None
         except ValueError:
             parsed = None
         body = parsed if isinstance(parsed, dict) else None
-        request = Request(path=ex.path, headers=dict(ex.headers), body=body or {})
+        return Request(path=ex.path, headers=dict(ex.headers), body=body or {}), raw, body
+
+    def _embed_request(self, ex: Exchange) -> tuple[Request, dict[str, Any] | None, Script]:
+        """Read and record an embeddings request; take its script."""
+        request, _, body = self._read_request(ex)
         with self._changed:
             self.embed_requests.append(request)
             self._changed.notify_all()
@@ -583,13 +588,7 @@ class FakeUpstream:
             ex.close()
 
     def _handle_chat(self, ex: Exchange) -> None:
-        raw = ex.read_body()
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = None
-        body = parsed if isinstance(parsed, dict) else None
-        request = Request(path=ex.path, headers=dict(ex.headers), body=body or {})
+        request, raw, body = self._read_request(ex)
         with self._changed:
             self.requests.append(request)
             self.active += 1
