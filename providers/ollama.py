@@ -1,6 +1,6 @@
 """``ollama/<model>``: Ollama's ``POST /api/chat``, NDJSON, read with ``requests``.
 
-The request is translated in one place, ``ollama_body`` (SPEC.md "Fidelity"):
+The request is translated in one place, ``ollama_body`` (docs/api.md, "The request, field by field"):
 the token limit becomes ``options.num_predict``; the sampling fields go under
 ``options``; ``response_format`` becomes ``format`` (``"json"`` or the schema);
 ``reasoning_effort`` becomes ``think``; ``logprobs``/``top_logprobs`` stay top
@@ -245,7 +245,7 @@ _SAME_OPTIONS = ("temperature", "top_p", "stop", "seed", "presence_penalty", "fr
 
 
 def ollama_body(request: ChatRequest, model: str) -> dict[str, Any]:
-    """The ``/api/chat`` body for ``request``, translated per SPEC.md "Fidelity".
+    """The ``/api/chat`` body for ``request``, translated per docs/api.md, "The request, field by field".
 
     :raise InvalidRequest: a field Ollama cannot honour, named.
     """
@@ -372,7 +372,7 @@ def _raise_for_status(response: requests.Response, model: str) -> None:
 
 
 def _status_error(status: int, reason: str, model: str, retry_after: str | None) -> SluiceError:
-    """The contract's error for an Ollama status (SPEC.md "Upstream refusals keep their meaning")."""
+    """The contract's error for an Ollama status (docs/api.md, "Upstream refusals")."""
     said = f": {reason}" if reason else "."
     if status in (400, 413, 422):
         if _CONTEXT.search(reason):

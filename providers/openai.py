@@ -19,8 +19,8 @@ here). The answer comes back as typed pieces: ``content`` (with its
 Embeddings (``embed``) go to the server's ``/v1/embeddings`` through the
 SDK, the client's extras in ``extra_body``.
 
-The SDK's exceptions are mapped to the contract's codes here (SPEC.md
-"Upstream refusals keep their meaning"), with the upstream's own reason
+The SDK's exceptions are mapped to the contract's codes here (docs/api.md,
+"Upstream refusals"), with the upstream's own reason
 cleaned of URLs and secrets: an SDK message can quote the key or the URL.
 """
 

@@ -67,7 +67,7 @@ def _gguf(raw: str) -> str:
     return value
 
 
-# name -> (default, parser). Defaults are the contract's (SPEC.md "Settings").
+# name -> (default, parser). Defaults are the contract's (docs/configuration.md, "Settings").
 SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     # Unset: local/smollm2-135m where the local provider is on, else demo/echo (app.py decides).
     "SLUICE_DEFAULT_MODEL": (None, _optional_str),

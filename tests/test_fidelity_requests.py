@@ -1,4 +1,4 @@
-"""Every field of SPEC.md "Fidelity" reaches the upstream, translated, or is refused with a 400 naming it.
+"""Every request field (docs/api.md, "The request, field by field") reaches the upstream, translated, or is refused with a 400 naming it.
 
 Sluice runs in-process; the providers talk to the fake Ollama and OpenAI over
 real sockets, and each assertion reads the body the fake recorded.
