@@ -1,4 +1,6 @@
-"""Every request field (docs/api.md, "The request, field by field") reaches the upstream, translated, or is refused with a 400 naming it.
+"""Every request field reaches the upstream, translated, or is refused with a 400 naming it.
+
+The fields are docs/api.md's, "The request, field by field".
 
 Sluice runs in-process; the providers talk to the fake Ollama and OpenAI over
 real sockets, and each assertion reads the body the fake recorded.
