@@ -312,8 +312,8 @@ class Generations:
         if generation.left:
             return
         generation.left = True
-        if generation.id not in self.running:
-            return
+        if generation.id not in self.running or (generation.log is not None and generation.log.ended):
+            return  # it ended already: nothing to stop, nobody to ask
         try:
             alone = not generation.shared or self.broker.idle_since(generation.id) is not None
         except SluiceError:  # the broker cannot say: nobody can be following it through it now

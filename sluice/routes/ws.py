@@ -36,11 +36,12 @@ from wsproto.frame_protocol import CloseReason
 
 from .. import limits
 from ..chat import loads, parse_chat
-from ..errors import GenerationNotFound, InvalidRequest, SluiceError
+from ..errors import InvalidRequest, SluiceError
 from ..events import TERMINAL, Event, dumps, error
 from ..generations import Generations, Policy
 from ..render.events import ws_frame
 from ..websocket import WebSocket, accept
+from . import relay
 
 bp = Blueprint("ws", __name__)
 
@@ -53,7 +54,6 @@ class _Session:
     def __init__(self, ws: WebSocket, generations: Generations, config: dict[str, Any], key: str | None) -> None:
         self.ws = ws
         self.key = key
-        self.keys_on = bool(current_app.extensions["sluice.keys"])
         self.generations = generations
         self.default_model: str = config["SLUICE_DEFAULT_MODEL"]
         self.grace_s: float = config["SLUICE_DETACH_GRACE_S"]
@@ -162,10 +162,7 @@ class _Session:
             raise InvalidRequest("'id' must be a generation id.")
         if not isinstance(after, int) or isinstance(after, bool) or after < -1:
             raise InvalidRequest("'after' must be an event number.")
-        broker = self.generations.broker
-        broker.state(generation_id)  # unknown → error frame
-        if self.keys_on and broker.key_of(generation_id) != self.key:
-            raise GenerationNotFound()
+        relay.owned_state(generation_id)  # unknown, or another key's → an error frame
         self._follow(generation_id, after)
 
     def _cancel(self) -> None:
